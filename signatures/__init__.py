@@ -1,0 +1,30 @@
+"""Typed DSPy signatures, one per LLM step of TreeSynth. No logic, no I/O.
+
+The docstring of each signature is its instruction (what optimizers rewrite). Output lists are wrapped
+in pydantic models so that count limits reach the JSON schema and therefore the decoding grammar;
+:mod:`treesynth.signatures.shapes` builds those models for a given width.
+"""
+
+from treesynth.signatures.coverage import Coverage, CoverSubspace
+from treesynth.signatures.criterion import CriterionSplit, DetermineCriterion, ValueGroup
+from treesynth.signatures.pivots import GeneratePivots
+from treesynth.signatures.shapes import coverage_type, record_type, sample_batch_type, split_type
+from treesynth.signatures.synthesis import SynthesizeLeaf
+
+SIGNATURE_VERSION = "1"
+"""Bumped whenever a signature's fields change; compiled programs record it."""
+
+__all__ = [
+    "SIGNATURE_VERSION",
+    "CoverSubspace",
+    "Coverage",
+    "CriterionSplit",
+    "DetermineCriterion",
+    "GeneratePivots",
+    "SynthesizeLeaf",
+    "ValueGroup",
+    "coverage_type",
+    "record_type",
+    "sample_batch_type",
+    "split_type",
+]

@@ -1,0 +1,33 @@
+"""The ``treesynth`` command line: one Typer app, commands registered from small modules."""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(
+    name="treesynth",
+    help="Tree-guided synthesis of diverse datasets from one sentence.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _register_commands() -> None:
+    from treesynth.cli import run, tree
+
+    run.register(app)
+    tree.register(app)
+    try:  # TEMP until the eval command lands
+        from treesynth.cli import evaluate
+    except ImportError:
+        return
+    evaluate.register(app)
+
+
+_register_commands()
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

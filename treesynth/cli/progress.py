@@ -1,0 +1,46 @@
+"""Rich live progress for long runs: a samples bar plus node, leaf, call and token counters."""
+
+from __future__ import annotations
+
+import time
+from types import TracebackType
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+
+class ProgressView:
+    """Context manager rendering pipeline progress on stderr (no-op when disabled)."""
+
+    def __init__(self, *, enabled: bool, target: int) -> None:
+        """Prepare a view for ``target`` samples."""
+        self.enabled = enabled
+        self._last = 0.0
+        self._bar = Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.fields[detail]}"), TimeElapsedColumn(),
+            console=Console(stderr=True), transient=False, disable=not enabled,
+        )
+        self._task = self._bar.add_task("samples", total=target, detail="")
+
+    def __enter__(self) -> ProgressView:
+        """Start rendering."""
+        self._bar.start()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        """Stop rendering."""
+        self._bar.stop()
+
+    def update(self, progress: Any) -> None:
+        """Render a :class:`treesynth.pipeline.Progress` snapshot (throttled to 10 Hz)."""
+        now = time.monotonic()
+        if not self.enabled or now - self._last < 0.1:
+            return
+        self._last = now
+        tree = "tree done" if progress.tree_done else "growing tree"
+        detail = (f"{tree} | nodes {progress.nodes} | leaves {progress.leaves} | calls {progress.calls}"
+                  f" ({progress.failed_calls} failed) | tokens {progress.tokens:,}")
+        self._bar.update(self._task, completed=progress.samples, detail=detail)

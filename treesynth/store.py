@@ -1,0 +1,264 @@
+"""The run directory: an SQLite store that makes every run resumable, plus atomic JSON exports.
+
+Layout of ``<out>/``:
+
+* ``treesynth.db`` -- SQLite (WAL): expanded nodes, leaf-synthesis calls and their candidate samples,
+  accepted samples (globally unique by normalized content), leaf states and the LLM call ledger.
+  Every write is keyed (node id, ``(leaf_id, call_index)``, sample id) and idempotent, and each
+  logical step is one transaction, so a process killed at any moment resumes without losing or
+  duplicating work.
+* ``tree.json``, ``samples.jsonl``, ``run.json`` -- exports, each written to a temporary file and
+  renamed into place.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import tempfile
+from collections.abc import Iterable, Iterator
+from contextlib import suppress
+from pathlib import Path
+from typing import Any
+
+from treesynth.errors import ConfigError, RunStateError
+
+DB_NAME = "treesynth.db"
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS nodes(id TEXT PRIMARY KEY, payload TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS leaf_calls(leaf_id TEXT NOT NULL, call_index INTEGER NOT NULL, ok INTEGER NOT NULL,
+    PRIMARY KEY(leaf_id, call_index));
+CREATE TABLE IF NOT EXISTS candidates(leaf_id TEXT NOT NULL, call_index INTEGER NOT NULL, position INTEGER NOT NULL,
+    norm TEXT NOT NULL, payload TEXT NOT NULL, status TEXT NOT NULL DEFAULT 'new',
+    PRIMARY KEY(leaf_id, call_index, position));
+CREATE TABLE IF NOT EXISTS samples(seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE,
+    leaf_id TEXT NOT NULL, norm TEXT NOT NULL UNIQUE, payload TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS samples_leaf ON samples(leaf_id);
+CREATE TABLE IF NOT EXISTS leaf_state(leaf_id TEXT PRIMARY KEY, exhausted_at INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS calls(seq INTEGER PRIMARY KEY AUTOINCREMENT, stage TEXT, model TEXT, node_id TEXT,
+    ok INTEGER, error TEXT, prompt_tokens INTEGER, completion_tokens INTEGER, seconds REAL);
+"""
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file in the same directory and an atomic rename."""
+    write_lines_atomic(path, [text])
+
+
+def write_jsonl_atomic(path: Path, rows: Iterable[dict[str, Any]]) -> int:
+    """Stream ``rows`` as JSON lines into ``path`` atomically; return the number of lines."""
+    return write_lines_atomic(path, (json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+
+
+def write_lines_atomic(path: Path, chunks: Iterable[str]) -> int:
+    """Write ``chunks`` to a temporary sibling of ``path``, fsync, then rename it over ``path``.
+
+    Readers see the old file or the new one, never a torn one. Returns the number of chunks written.
+    """
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    count = 0
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            for chunk in chunks:
+                handle.write(chunk)
+                count += 1
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; exports are meant to be shared
+        os.replace(tmp, path)
+    except BaseException:
+        with suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return count
+
+
+def prepare_out_dir(out: Path) -> None:
+    """Create ``out`` if needed; refuse a non-empty directory that is not a treesynth run."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file; choose a directory path")
+    if out.is_dir() and any(out.iterdir()) and not (out / DB_NAME).exists():
+        raise ConfigError(f"--out {out} is not empty and holds no treesynth run; choose a new or empty directory")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(f"--out {out} is not writable ({exc.strerror}); choose a writable directory") from None
+
+
+class RunStore:
+    """Keyed, idempotent persistence of one run. Use :meth:`open`; all methods run on one thread."""
+
+    def __init__(self, out: Path, conn: sqlite3.Connection) -> None:
+        """Wrap an open connection; prefer :meth:`open`."""
+        self.out = out
+        self._db = conn
+
+    @classmethod
+    def open(cls, out: Path, identity: dict[str, Any]) -> RunStore:
+        """Open or create the run in ``out``; refuse a run whose ``identity`` (task, shape) differs."""
+        prepare_out_dir(out)
+        try:
+            conn = sqlite3.connect(out / DB_NAME, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.executescript(_SCHEMA)
+        except sqlite3.DatabaseError as exc:
+            raise RunStateError(f"{out / DB_NAME} is not a usable run store ({exc}); use a new --out") from None
+        store = cls(out, conn)
+        store._check_identity(identity)
+        return store
+
+    def _check_identity(self, identity: dict[str, Any]) -> None:
+        stored = self.get_meta("identity")
+        if stored is None:
+            self.set_meta("identity", identity)
+            return
+        for key, value in identity.items():
+            if stored.get(key) != value:
+                raise ConfigError(
+                    f"--out {self.out} holds a run with a different {key}; re-run with the same settings "
+                    "to resume, or choose a new --out"
+                )
+
+    def close(self) -> None:
+        """Close the database."""
+        self._db.close()
+
+    # -- meta -------------------------------------------------------------------------------------------
+    def get_meta(self, key: str) -> Any:
+        """A JSON value stored under ``key``, or ``None``."""
+        row = self._db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def set_meta(self, key: str, value: Any) -> None:
+        """Store a JSON value under ``key``."""
+        self._db.execute("INSERT OR REPLACE INTO meta VALUES(?, ?)", (key, json.dumps(value)))
+
+    # -- nodes ------------------------------------------------------------------------------------------
+    def get_node(self, node_id: str) -> dict[str, Any] | None:
+        """The stored expansion of ``node_id`` or ``None`` if it was never completed."""
+        row = self._db.execute("SELECT payload FROM nodes WHERE id=?", (node_id,)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def put_node(self, node_id: str, payload: dict[str, Any]) -> None:
+        """Record a completed node expansion (first write wins)."""
+        self._db.execute("INSERT OR IGNORE INTO nodes VALUES(?, ?)", (node_id, json.dumps(payload)))
+
+    # -- leaf synthesis ---------------------------------------------------------------------------------
+    def leaf_calls_made(self, leaf_id: str) -> int:
+        """How many synthesis calls for ``leaf_id`` completed (the next call index)."""
+        row = self._db.execute("SELECT COALESCE(MAX(call_index) + 1, 0) FROM leaf_calls WHERE leaf_id=?",
+                               (leaf_id,)).fetchone()
+        return int(row[0])
+
+    def save_leaf_call(self, leaf_id: str, call_index: int, candidates: list[tuple[str, dict[str, Any]]] | None) -> None:
+        """Record one finished call and its candidates ``(normalized key, sample payload)`` atomically."""
+        with self._tx():
+            self._db.execute("INSERT OR IGNORE INTO leaf_calls VALUES(?, ?, ?)",
+                             (leaf_id, call_index, int(candidates is not None)))
+            self._db.executemany(
+                "INSERT OR IGNORE INTO candidates(leaf_id, call_index, position, norm, payload) VALUES(?, ?, ?, ?, ?)",
+                [(leaf_id, call_index, i, norm, json.dumps(p)) for i, (norm, p) in enumerate(candidates or [])],
+            )
+
+    def accept(self, leaf_id: str, target: int) -> int:
+        """Accept the leaf's unused candidates in call order until it holds ``target`` samples.
+
+        Candidates whose normalized content already exists anywhere in the run are marked duplicates.
+        Returns the leaf's sample count afterwards.
+        """
+        with self._tx():
+            have = self.leaf_sample_count(leaf_id)
+            rows = self._db.execute(
+                "SELECT call_index, position, norm, payload FROM candidates WHERE leaf_id=? AND status='new' "
+                "ORDER BY call_index, position", (leaf_id,)).fetchall()
+            for call_index, position, norm, payload in rows:
+                if have >= target:
+                    break
+                sample_id = json.loads(payload)["id"]
+                cur = self._db.execute("INSERT OR IGNORE INTO samples(id, leaf_id, norm, payload) VALUES(?, ?, ?, ?)",
+                                       (sample_id, leaf_id, norm, payload))
+                status = "accepted" if cur.rowcount else "duplicate"
+                have += cur.rowcount
+                self._db.execute("UPDATE candidates SET status=? WHERE leaf_id=? AND call_index=? AND position=?",
+                                 (status, leaf_id, call_index, position))
+        return have
+
+    def leaf_sample_count(self, leaf_id: str) -> int:
+        """Accepted samples in ``leaf_id``."""
+        return int(self._db.execute("SELECT COUNT(*) FROM samples WHERE leaf_id=?", (leaf_id,)).fetchone()[0])
+
+    def recent_samples(self, leaf_id: str, limit: int) -> list[dict[str, Any]]:
+        """The ``limit`` most recently accepted samples of ``leaf_id`` (oldest first)."""
+        rows = self._db.execute("SELECT payload FROM samples WHERE leaf_id=? ORDER BY seq DESC LIMIT ?",
+                                (leaf_id, limit)).fetchall()
+        return [json.loads(r[0]) for r in reversed(rows)]
+
+    def exhausted_at(self, leaf_id: str) -> int | None:
+        """The sample count at which ``leaf_id`` ran out of call budget, if it did."""
+        row = self._db.execute("SELECT exhausted_at FROM leaf_state WHERE leaf_id=?", (leaf_id,)).fetchone()
+        return int(row[0]) if row else None
+
+    def mark_exhausted(self, leaf_id: str, have: int) -> None:
+        """Record that ``leaf_id`` stopped at ``have`` samples after using its call budget."""
+        self._db.execute("INSERT OR IGNORE INTO leaf_state VALUES(?, ?)", (leaf_id, have))
+
+    def samples(self) -> Iterator[dict[str, Any]]:
+        """Every accepted sample, grouped by leaf, in acceptance order within a leaf."""
+        for (payload,) in self._db.execute("SELECT payload FROM samples ORDER BY leaf_id, seq"):
+            yield json.loads(payload)
+
+    def sample_counts(self) -> dict[str, int]:
+        """Accepted samples per leaf."""
+        return dict(self._db.execute("SELECT leaf_id, COUNT(*) FROM samples GROUP BY leaf_id").fetchall())
+
+    def candidate_stats(self) -> dict[str, int]:
+        """Candidate counts by status (``new``, ``accepted``, ``duplicate``)."""
+        return dict(self._db.execute("SELECT status, COUNT(*) FROM candidates GROUP BY status").fetchall())
+
+    # -- ledger -----------------------------------------------------------------------------------------
+    def record_call(self, stage: str, model: str, node_id: str, ok: bool, error: str | None,
+                    prompt_tokens: int, completion_tokens: int, seconds: float) -> None:
+        """Append one LLM call to the ledger."""
+        self._db.execute(
+            "INSERT INTO calls(stage, model, node_id, ok, error, prompt_tokens, completion_tokens, seconds) "
+            "VALUES(?, ?, ?, ?, ?, ?, ?, ?)",
+            (stage, model, node_id, int(ok), error, prompt_tokens, completion_tokens, seconds))
+
+    def ledger(self) -> dict[str, Any]:
+        """Totals of the call ledger, overall and per stage and model."""
+        rows = self._db.execute(
+            "SELECT stage, model, COUNT(*), SUM(1 - ok), SUM(CASE WHEN error = 'parse' THEN 1 ELSE 0 END), SUM(prompt_tokens), "
+            "SUM(completion_tokens), SUM(seconds) FROM calls GROUP BY stage, model ORDER BY stage, model").fetchall()
+        per_stage = [
+            {"stage": s, "model": m, "calls": c, "failed": f, "parse_failures": p, "prompt_tokens": pt,
+             "completion_tokens": ct, "seconds": round(sec, 3)}
+            for s, m, c, f, p, pt, ct, sec in rows
+        ]
+        return {
+            "calls": sum(r["calls"] for r in per_stage),
+            "failed": sum(r["failed"] for r in per_stage),
+            "prompt_tokens": sum(r["prompt_tokens"] for r in per_stage),
+            "completion_tokens": sum(r["completion_tokens"] for r in per_stage),
+            "by_stage": per_stage,
+        }
+
+    # -- helpers ----------------------------------------------------------------------------------------
+    def _tx(self) -> _Transaction:
+        return _Transaction(self._db)
+
+
+class _Transaction:
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    def __enter__(self) -> None:
+        self._db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        self._db.execute("COMMIT" if exc_type is None else "ROLLBACK")

@@ -1,0 +1,60 @@
+"""The ``run.json`` summary: status, counts, LLM ledger, timings, allocation, config and versions."""
+
+from __future__ import annotations
+
+import platform
+import time
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+from treesynth.config import RunConfig
+from treesynth.models import Tree
+from treesynth.store import RunStore
+
+
+def versions() -> dict[str, str]:
+    """Versions of Python and the packages that shape a run's output."""
+    found = {"python": platform.python_version()}
+    for package in ("treesynth", "dspy", "litellm", "pydantic", "llama-cpp-python"):
+        try:
+            found[package] = version(package)
+        except PackageNotFoundError:
+            continue
+    return found
+
+
+def run_summary(*, tree: Tree, store: RunStore, n_samples: int, quotas: dict[str, int], error: str | None,
+                started: float, config: RunConfig) -> dict[str, Any]:
+    """Build the ``run.json`` mapping for a finished (or stopped) run."""
+    target = config.synthesis.samples
+    leaves = list(tree.root.leaves())
+    candidates = store.candidate_stats()
+    if error is not None:
+        status = "partial"
+    else:
+        status = "complete" if n_samples == target else "partial"
+    previous = store.get_meta("elapsed_seconds") or 0.0
+    elapsed = previous + (time.time() - started)
+    store.set_meta("elapsed_seconds", elapsed)
+    return {
+        "status": status,
+        "error": error,
+        "resume": None if status == "complete" else "re-run the same command with the same --out to resume",
+        "task": tree.task.model_dump(mode="json"),
+        "counts": {
+            "nodes": tree.node_count(),
+            "leaves": len(leaves),
+            "samples": n_samples,
+            "target": target,
+            "shortfall": max(0, target - n_samples),
+            "duplicates_removed": candidates.get("duplicate", 0),
+            "unused_candidates": candidates.get("new", 0),
+            "max_depth": max(node.depth for node in tree.root.walk()),
+            "early_leaves": sum(1 for leaf in leaves if leaf.leaf_reason not in (None, "max depth")),
+        },
+        "llm": store.ledger(),
+        "timings": {"seconds_this_session": round(time.time() - started, 3), "seconds_total": round(elapsed, 3)},
+        "allocation": {"quota": quotas},
+        "config": config.model_dump(mode="json"),
+        "versions": versions(),
+    }

@@ -1,0 +1,144 @@
+"""Leaf allocation: how many of the ``n`` samples each leaf must deliver.
+
+The final allocation is proportional to leaf weights (uniform, except that every infinite step on a
+leaf's path multiplies its weight by ``infinite_weight``), rounded by largest remainder so the quotas
+add up to exactly ``n``. While the tree is still growing, :class:`LeafPlanner` hands out *safe* quotas:
+``floor(n * w / W_max)`` where ``W_max`` bounds the final total weight (known leaves plus the most weight
+every pending node could still grow into). A safe quota never exceeds the final one, so leaf synthesis
+can start as soon as a leaf's path is final, with no level barrier and no over-generation.
+
+Leaves that use up their call budget (see :func:`call_budget`) are *exhausted*: they keep what they have
+and their shortfall is spread evenly over the other leaves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from dataclasses import dataclass, field
+
+
+def allocate(weights: dict[str, float], total: int) -> dict[str, int]:
+    """Split ``total`` over ``weights`` proportionally; largest remainder, ties broken by leaf id."""
+    if not weights:
+        return {}
+    mass = sum(weights.values())
+    exact = {leaf: total * w / mass for leaf, w in weights.items()}
+    quotas = {leaf: math.floor(x) for leaf, x in exact.items()}
+    left = total - sum(quotas.values())
+    for leaf in sorted(exact, key=lambda k: (quotas[k] - exact[k], k))[:left]:
+        quotas[leaf] += 1
+    return quotas
+
+
+def spread(amount: int, leaves: list[str]) -> dict[str, int]:
+    """Spread ``amount`` evenly over ``leaves`` (sorted order takes the remainder)."""
+    if not leaves:
+        return {}
+    share, rest = divmod(amount, len(leaves))
+    return {leaf: share + (1 if i < rest else 0) for i, leaf in enumerate(sorted(leaves))}
+
+
+def call_budget(quota: int, per_call: int, factor: float) -> int:
+    """Most synthesis calls a leaf with ``quota`` may make: ``factor`` times what it needs, plus two."""
+    if quota <= 0:
+        return 0
+    return math.ceil(math.ceil(quota / per_call) * factor) + 2
+
+
+@dataclass
+class LeafPlanner:
+    """Tracks the growing tree's leaves and hands out quotas; wakes waiting leaf workers on changes."""
+
+    total: int
+    level_weight: float
+    max_depth: int
+    weights: dict[str, float] = field(default_factory=dict)
+    pending: dict[str, float] = field(default_factory=dict)
+    have: dict[str, int] = field(default_factory=dict)
+    exhausted: dict[str, int] = field(default_factory=dict)
+    final: bool = False
+    changed: asyncio.Condition = field(default_factory=asyncio.Condition)
+    _version: int = 0
+    _cached: tuple[int, dict[str, int]] = (-1, {})
+
+    def add_pending(self, node_id: str, depth: int, path_weight: float) -> None:
+        """A node that may still grow: it bounds its subtree's weight by ``level_weight ** remaining``."""
+        self.pending[node_id] = path_weight * self.level_weight ** max(0, self.max_depth - depth)
+
+    async def resolve(self, node_id: str, leaf_weight: float | None = None, *, have: int = 0,
+                      exhausted_at: int | None = None) -> None:
+        """The pending node is expanded; if it is a leaf, register it with its weight and stored progress."""
+        self.pending.pop(node_id, None)
+        if leaf_weight is not None:
+            self.weights[node_id] = leaf_weight
+            self.have[node_id] = have
+            if exhausted_at is not None:
+                self.exhausted[node_id] = exhausted_at
+        await self._notify()
+
+    async def finish_tree(self) -> None:
+        """The tree is complete: switch from safe to final quotas."""
+        self.pending.clear()
+        self.final = True
+        await self._notify()
+
+    def quotas(self) -> dict[str, int]:
+        """Current quota of every known leaf (safe while the tree grows, exact once it is final)."""
+        if self._cached[0] != self._version:
+            self._cached = (self._version, self._compute_quotas())
+        return self._cached[1]
+
+    def _compute_quotas(self) -> dict[str, int]:
+        if not self.final:
+            bound = sum(self.weights.values()) + sum(self.pending.values())
+            return {leaf: math.floor(self.total * w / bound) if bound else 0 for leaf, w in self.weights.items()}
+        base = allocate(self.weights, self.total)
+        shortfall = sum(max(0, base[leaf] - got) for leaf, got in self.exhausted.items())
+        quotas = {leaf: min(base[leaf], got) for leaf, got in self.exhausted.items()}
+        open_leaves = [leaf for leaf in base if leaf not in self.exhausted]
+        extra = spread(shortfall, open_leaves)
+        quotas.update({leaf: base[leaf] + extra[leaf] for leaf in open_leaves})
+        return quotas
+
+    def quota(self, leaf_id: str) -> int:
+        """The quota of one leaf."""
+        return self.quotas().get(leaf_id, 0)
+
+    async def report(self, leaf_id: str, have: int) -> None:
+        """A leaf now holds ``have`` accepted samples (wakes waiters only when that settles the plan)."""
+        self.have[leaf_id] = have
+        if self.settled():
+            await self._notify()
+
+    async def exhaust(self, leaf_id: str, have: int) -> None:
+        """A leaf used its call budget at ``have`` samples; its shortfall moves to the other leaves."""
+        self.exhausted[leaf_id] = have
+        self.have[leaf_id] = have
+        await self._notify()
+
+    def settled(self) -> bool:
+        """The tree is final and every leaf holds its quota or is exhausted."""
+        if not self.final:
+            return False
+        quotas = self.quotas()
+        return all(leaf in self.exhausted or self.have.get(leaf, 0) >= q for leaf, q in quotas.items())
+
+    def shortfall(self) -> int:
+        """Samples missing from the target once settled (non-zero only if every leaf is exhausted)."""
+        return max(0, self.total - sum(min(self.have.get(k, 0), q) for k, q in self.quotas().items()))
+
+    async def wait_for_work(self, leaf_id: str, have: int) -> bool:
+        """Block until ``leaf_id``'s quota exceeds ``have`` (True) or the plan is settled (False)."""
+        async with self.changed:
+            while True:
+                if leaf_id not in self.exhausted and self.quota(leaf_id) > have:
+                    return True
+                if self.settled() or leaf_id in self.exhausted:
+                    return False
+                await self.changed.wait()
+
+    async def _notify(self) -> None:
+        self._version += 1
+        async with self.changed:
+            self.changed.notify_all()

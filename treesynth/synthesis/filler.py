@@ -1,0 +1,107 @@
+"""Leaf workers: fill each leaf up to its quota with keyed, resumable synthesis calls."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from treesynth.config import SynthesisConfig
+from treesynth.models import LeafWork, PathSpec, Task, normalize, stable_hash, stable_seed
+from treesynth.providers.gateway import Gateway
+from treesynth.store import RunStore
+from treesynth.synthesis.allocate import LeafPlanner, call_budget
+from treesynth.synthesis.leaf import LeafSynthesizer
+
+
+@dataclass(frozen=True)
+class Leaf:
+    """A final leaf handed from tree building to synthesis."""
+
+    leaf_id: str
+    path: tuple[PathSpec, ...]
+
+
+class LeafFiller:
+    """Runs one worker per leaf; each worker loops until the planner settles.
+
+    A worker first accepts stored candidates (so resumed runs reuse finished calls), then issues as many
+    concurrent calls as the missing samples need (``ceil(missing / k)``), each keyed by
+    ``(leaf_id, call_index)`` with its own seed, and stops at its call budget.
+    """
+
+    def __init__(self, module: LeafSynthesizer, gateway: Gateway, store: RunStore, planner: LeafPlanner,
+                 task: Task, config: SynthesisConfig, seed: int, on_progress: Callable[[], None]) -> None:
+        """Wire a filler; see the class docstring."""
+        self.module = module
+        self.gateway = gateway
+        self.store = store
+        self.planner = planner
+        self.task = task
+        self.config = config
+        self.seed = seed
+        self._on_progress = on_progress
+        self._fields = tuple(task.fields.items())
+
+    async def fill(self, leaf: Leaf) -> None:
+        """Fill ``leaf`` until the plan is settled or the leaf is exhausted."""
+        calls_made = self.store.leaf_calls_made(leaf.leaf_id)
+        while True:
+            target = self.planner.quota(leaf.leaf_id)
+            have = self.store.accept(leaf.leaf_id, target)
+            await self.planner.report(leaf.leaf_id, have)
+            self._on_progress()
+            if have >= target:
+                if await self.planner.wait_for_work(leaf.leaf_id, have):
+                    continue
+                return
+            budget = call_budget(target, self.config.samples_per_call, self.config.call_budget_factor)
+            if calls_made >= budget:
+                self.store.mark_exhausted(leaf.leaf_id, have)
+                await self.planner.exhaust(leaf.leaf_id, have)
+                return
+            n_calls = min(math.ceil((target - have) / self.config.samples_per_call), budget - calls_made)
+            avoid = [self._content(s) for s in self.store.recent_samples(leaf.leaf_id, self.config.avoid_examples)]
+            await asyncio.gather(*(self._call(leaf, calls_made + i, avoid) for i in range(n_calls)))
+            calls_made += n_calls
+
+    def work_item(self, leaf: Leaf, call_index: int) -> LeafWork:
+        """The serializable description of one synthesis call."""
+        return LeafWork(leaf_id=leaf.leaf_id, path=leaf.path, call_index=call_index,
+                        count=self.config.samples_per_call,
+                        seed=stable_seed(self.seed, leaf.leaf_id, call_index))
+
+    async def _call(self, leaf: Leaf, call_index: int, avoid: list[str]) -> None:
+        work = self.work_item(leaf, call_index)
+        path = work.concrete_path()
+        subspace = [f"{step.criterion}: {step.value}" for step in path]
+
+        async def run(lm: Any, config: dict[str, Any]) -> Any:
+            return await self.module.acall(task=self.task.description, subspace=subspace, avoid=avoid,
+                                           count=work.count, fields=self._fields, lm=lm, config=config)
+
+        pred = await self.gateway.call("leaf", stage="leaf", node_id=leaf.leaf_id, seed=work.seed, fn=run)
+        candidates = None
+        if pred is not None:
+            path_json = [step.model_dump() for step in path]
+            made = (self._candidate(work, i, item, path_json) for i, item in enumerate(pred.samples))
+            candidates = [c for c in made if c[0]]  # empty samples are never candidates
+        self.store.save_leaf_call(leaf.leaf_id, call_index, candidates)
+
+    def _candidate(self, work: LeafWork, position: int, item: Any, path: list[dict[str, str]]
+                   ) -> tuple[str, dict[str, Any]]:
+        sample: dict[str, Any] = {"id": stable_hash(work.leaf_id, work.call_index, position, length=16),
+                                  "leaf_id": work.leaf_id, "path": path}
+        if self._fields:
+            sample["fields"] = {name: str(item.get(name, "")).strip() for name, _ in self._fields}
+        else:
+            sample["text"] = str(item).strip()
+        return normalize(self._content(sample) if "text" in sample else " ".join(sample["fields"].values())), sample
+
+    @staticmethod
+    def _content(sample: dict[str, Any]) -> str:
+        if "text" in sample:
+            return str(sample["text"])
+        return " | ".join(f"{k}: {v}" for k, v in sample["fields"].items())

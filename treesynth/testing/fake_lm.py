@@ -1,0 +1,215 @@
+"""A deterministic fake language model that answers every treesynth signature with schema-valid output.
+
+It reads the JSON schema DSPy's JSONAdapter sends and the ``[[ ## field ## ]]`` input sections of the
+prompt, and makes up varied content seeded by the request, so the same request always gives the same
+answer while different seeds (rollouts) give different answers. Use it as model ``test/fake``.
+
+A little noise is deliberate, so that the pipeline's safety nets are exercised: about one criterion
+answer in twelve assigns a pivot twice (a bad split), and about one sample in ten repeats an earlier
+sample of the same batch with different case and punctuation (a normalized duplicate).
+
+``TREESYNTH_FAKE_LATENCY_MS`` adds a simulated latency to every call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import re
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from treesynth.models import stable_seed
+
+_SECTION = re.compile(r"\[\[ ## (\w+) ## \]\]\n(.*?)(?=\n\n\[\[ ## |\n\nRespond with|\Z)", re.S)
+
+# criterion -> (values, unbounded). Unbounded criteria grow infinite children.
+CRITERIA: dict[str, tuple[list[str], bool]] = {
+    "difficulty": (["easy", "medium", "hard"], False),
+    "operation": (["addition", "subtraction", "multiplication", "division"], False),
+    "setting": (["school", "farm", "grocery store", "kitchen", "park", "factory", "library"], False),
+    "number range": (["single digits", "tens", "hundreds", "thousands", "decimals"], False),
+    "format": (["short question", "multi-step story", "comparison", "table lookup"], False),
+    "character name": ([f"person {c}" for c in "ABCDEFGHIJKLMNOPQRSTUVWXYZ"], True),
+    "unit of measure": (["meters", "kilograms", "liters", "hours", "dollars", "cups"], False),
+}
+
+_WORDS = (
+    "apple basket train garden river coin ticket marble pencil bakery cookie bicycle window bottle ladder "
+    "orchard notebook candle button rocket blanket pizza puzzle lantern teacup wagon violin meadow harbor "
+    "castle rabbit turtle parrot tulip cactus glacier canyon desert island village market bridge tunnel "
+    "engine robot planet comet galaxy crystal fossil volcano forest dolphin falcon tiger zebra koala "
+    "saves shares buys sells counts splits doubles measures collects trades builds paints bakes plants"
+).split()
+
+
+def latency_seconds() -> float:
+    """Simulated latency from ``TREESYNTH_FAKE_LATENCY_MS`` (0 when unset or invalid)."""
+    try:
+        return max(0.0, float(os.environ.get("TREESYNTH_FAKE_LATENCY_MS", "0")) / 1000.0)
+    except ValueError:
+        return 0.0
+
+
+def parse_inputs(prompt: str) -> dict[str, Any]:
+    """Extract ``[[ ## name ## ]]`` input sections of a DSPy prompt, JSON-decoding values where possible."""
+    inputs: dict[str, Any] = {}
+    for name, raw in _SECTION.findall(prompt):
+        text = raw.strip()
+        try:
+            inputs[name] = json.loads(text)
+        except json.JSONDecodeError:
+            inputs[name] = text
+    return inputs
+
+
+def _resolve(schema: dict[str, Any], root: dict[str, Any]) -> dict[str, Any]:
+    ref = schema.get("$ref")
+    if isinstance(ref, str):
+        resolved: dict[str, Any] = root["$defs"][ref.rsplit("/", 1)[-1]]
+        return resolved
+    return schema
+
+
+def _sentence(rng: random.Random, anchor: list[str], words: int = 9) -> str:
+    body = " ".join(rng.choice(_WORDS) for _ in range(words))
+    ctx = f" ({'; '.join(anchor)})" if anchor else ""
+    return f"{body.capitalize()} #{rng.randrange(10**6)}{ctx}."
+
+
+def _items(rng: random.Random, item_schema: dict[str, Any], root: dict[str, Any], count: int,
+           anchor: list[str], noisy: bool) -> list[Any]:
+    item_schema = _resolve(item_schema, root)
+    out: list[Any] = []
+    for i in range(count):
+        if noisy and i > 0 and rng.random() < 0.1:
+            prev = out[rng.randrange(len(out))]
+            out.append(_shout(prev))
+        elif item_schema.get("type") == "object":
+            out.append({name: _sentence(rng, anchor, 6) for name in item_schema.get("properties", {})})
+        else:
+            out.append(_sentence(rng, anchor))
+    return out
+
+
+def _shout(value: Any) -> Any:
+    """A normalized duplicate: same words, different case and trailing punctuation."""
+    if isinstance(value, dict):
+        return {k: _shout(v) for k, v in value.items()}
+    return str(value).upper().rstrip(".") + "!!"
+
+
+def _batch(rng: random.Random, schema: dict[str, Any], root: dict[str, Any], inputs: dict[str, Any],
+           noisy: bool) -> dict[str, Any]:
+    items = _resolve(schema, root)["properties"]["items"]
+    count = int(items.get("minItems", 3))
+    anchor = [str(s) for s in inputs.get("subspace", [])]
+    return {"items": _items(rng, items["items"], root, count, anchor, noisy)}
+
+
+def _split(rng: random.Random, schema: dict[str, Any], root: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
+    excluded = {str(c).casefold() for c in inputs.get("excluded_criteria", [])}
+    options = [c for c in CRITERIA if c not in excluded] or ["variant"]
+    criterion = rng.choice(options)
+    vocab = CRITERIA.get(criterion, ([f"variant {i}" for i in range(8)], False))[0]
+    pivots = list(inputs.get("pivots", [])) or ["x", "y"]
+    max_groups = int(_resolve(schema, root)["properties"]["groups"].get("maxItems", 4))
+    n_groups = max(2, min(len(pivots), max_groups, len(vocab), rng.randint(2, 4)))
+    values = rng.sample(vocab, n_groups)
+    groups: list[dict[str, Any]] = [{"value": v, "samples": []} for v in values]
+    for number in range(1, len(pivots) + 1):
+        groups[(number - 1) % n_groups]["samples"].append(number)
+    if rng.random() < 1 / 12:  # a bad split: one pivot in two groups
+        groups[-1]["samples"].append(1)
+    return {"criterion": criterion, "groups": groups}
+
+
+def _coverage(rng: random.Random, schema: dict[str, Any], root: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
+    criterion = str(inputs.get("criterion", "")).casefold()
+    vocab, unbounded = CRITERIA.get(criterion, ([], False))
+    known = {str(v).casefold() for v in inputs.get("known_values", [])}
+    cap = _resolve(schema, root)["properties"]["new_values"].get("maxItems", len(vocab))
+    missing = [v for v in vocab if v.casefold() not in known][:cap]
+    return {"new_values": missing, "unbounded": unbounded}
+
+
+def fake_answer(prompt: str, schema: dict[str, Any] | None, seed: int | None) -> str:
+    """The fake model's JSON answer to a DSPy JSONAdapter ``prompt`` constrained by ``schema``."""
+    inputs = parse_inputs(prompt)
+    rng = random.Random(stable_seed(prompt, seed))
+    if not schema or "properties" not in schema:
+        return json.dumps({"answer": _sentence(rng, [])})
+    root = schema
+    answer: dict[str, Any] = {}
+    for field, field_schema in schema["properties"].items():
+        if field == "split":
+            answer[field] = _split(rng, field_schema, root, inputs)
+        elif field == "coverage":
+            answer[field] = _coverage(rng, field_schema, root, inputs)
+        elif field in ("pivots", "samples"):
+            answer[field] = _batch(rng, field_schema, root, inputs, noisy=field == "samples")
+        else:
+            answer[field] = _sentence(rng, [])
+    return json.dumps(answer)
+
+
+class FakeEngine:
+    """DSPy engine (``complete(Request) -> Response``) backed by :func:`fake_answer`."""
+
+    supports_response_schema = True
+    supported_params = frozenset({"response_format", "temperature", "max_tokens", "seed", "top_p"})
+
+    def __init__(self) -> None:
+        """Create an engine; it holds no state besides a call counter."""
+        self.calls = 0
+
+    def complete(self, request: Any) -> Any:
+        """Answer one request (blocking for the simulated latency)."""
+        delay = latency_seconds()
+        if delay:
+            time.sleep(delay)
+        return self._respond(request)
+
+    def _respond(self, request: Any) -> Any:
+        from dspy.lm15 import Message, Response, TextPart, Usage
+
+        self.calls += 1
+        system = request.system if isinstance(request.system, str) else "".join(p.text for p in request.system or ())
+        prompt = "\n".join(m.text or "" for m in request.messages)
+        response_format = request.config.response_format or {}
+        text = fake_answer(prompt, response_format.get("schema"), request.config.seed)
+        usage = Usage(input_tokens=(len(system) + len(prompt)) // 4, output_tokens=len(text) // 4)
+        return Response(id=None, model=request.model, message=Message.assistant([TextPart(text)]),
+                        finish_reason="stop", usage=usage)
+
+    def stream(self, request: Any) -> Iterator[Any]:
+        """Streaming is not supported by the fake model."""
+        raise NotImplementedError("the fake model does not stream")
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+class AsyncFakeEngine:
+    """Async twin of :class:`FakeEngine` that sleeps without blocking the event loop."""
+
+    def __init__(self, sync: FakeEngine) -> None:
+        """Wrap a sync engine (shared call counter)."""
+        self.sync = sync
+
+    async def complete(self, request: Any) -> Any:
+        """Answer one request after the simulated latency."""
+        delay = latency_seconds()
+        if delay:
+            await asyncio.sleep(delay)
+        return self.sync._respond(request)
+
+    def stream(self, request: Any) -> Any:
+        """Streaming is not supported by the fake model."""
+        raise NotImplementedError("the fake model does not stream")
+
+    async def aclose(self) -> None:
+        """Nothing to release."""

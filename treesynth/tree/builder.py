@@ -1,0 +1,189 @@
+"""Tree building: expand nodes concurrently, with no level barrier, into a data-space partitioning tree.
+
+Each node runs pivots -> criterion (checked, bounded retries) -> coverage, stores the outcome under its
+id, and spawns its children at once; finished leaves are handed to ``on_leaf`` immediately so leaf
+synthesis can start while other branches still grow. A resumed run reads stored outcomes instead of
+calling the LLM again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from treesynth.config import TreeConfig
+from treesynth.models import Node, PathSpec, Task, stable_hash, stable_seed
+from treesynth.providers.gateway import Gateway
+from treesynth.store import RunStore
+from treesynth.tree.checks import merge_values, split_problems
+from treesynth.tree.modules import CriterionDeterminer, PivotGenerator, SubspaceCoverer
+
+COVERAGE_ROUNDS = 3
+"""Most coverage calls per node (extra rounds only refill an infinite node's value pool)."""
+
+
+@dataclass(frozen=True)
+class TreeModules:
+    """The three DSPy modules of tree building."""
+
+    pivots: PivotGenerator
+    criterion: CriterionDeterminer
+    coverage: SubspaceCoverer
+
+
+def child_id(parent_id: str, criterion: str, value: str | None) -> str:
+    """Stable id of a child: a hash of its parent, the criterion and the value (``*`` for infinite)."""
+    return stable_hash(parent_id, criterion, value if value is not None else "*")
+
+
+LeafCallback = Callable[[Node, tuple[PathSpec, ...]], Awaitable[None]]
+PendingCallback = Callable[[Node, tuple[PathSpec, ...]], None]
+
+
+class TreeBuilder:
+    """Builds the tree for ``task`` under ``config`` through ``gateway``, persisting into ``store``."""
+
+    def __init__(self, modules: TreeModules, gateway: Gateway, store: RunStore, task: Task, config: TreeConfig,
+                 seed: int) -> None:
+        """Wire a builder; see the class docstring."""
+        self.modules = modules
+        self.gateway = gateway
+        self.store = store
+        self.task = task
+        self.config = config
+        self.seed = seed
+        self.root = Node(id="root", depth=0)
+
+    async def build(self, *, on_pending: PendingCallback, on_leaf: LeafCallback,
+                    on_expanded: Callable[[Node], Awaitable[None]]) -> Node:
+        """Grow the whole tree and return its root.
+
+        ``on_pending`` sees every node before it is expanded, ``on_expanded`` every internal node after,
+        and ``on_leaf`` every leaf as soon as it is final (with its path). :attr:`root` holds the tree
+        grown so far, also when building stops early.
+        """
+        on_pending(self.root, ())
+        async with asyncio.TaskGroup() as group:
+            self._spawn(group, self.root, (), on_pending, on_leaf, on_expanded)
+        return self.root
+
+    def _spawn(self, group: asyncio.TaskGroup, node: Node, path: tuple[PathSpec, ...], on_pending: PendingCallback,
+               on_leaf: LeafCallback, on_expanded: Callable[[Node], Awaitable[None]]) -> None:
+        async def expand() -> None:
+            outcome = self.store.get_node(node.id)
+            if outcome is None:
+                outcome = await self._decide(node, path)
+                self.store.put_node(node.id, outcome)
+            self._apply(node, outcome)
+            if node.is_leaf:
+                await on_leaf(node, path)
+                return
+            child_paths = self._child_paths(node, path)
+            for child, child_path in zip(node.children, child_paths, strict=True):
+                on_pending(child, child_path)
+            await on_expanded(node)
+            for child, child_path in zip(node.children, child_paths, strict=True):
+                self._spawn(group, child, child_path, on_pending, on_leaf, on_expanded)
+
+        group.create_task(expand())
+
+    @staticmethod
+    def _child_paths(node: Node, path: tuple[PathSpec, ...]) -> list[tuple[PathSpec, ...]]:
+        paths = []
+        for child in node.children:
+            if child.infinite:
+                step = PathSpec(criterion=node.criterion or "", pool=tuple(child.value or ()))
+            else:
+                step = PathSpec(criterion=node.criterion or "", value=str(child.value))
+            paths.append((*path, step))
+        return paths
+
+    def _apply(self, node: Node, outcome: dict[str, Any]) -> None:
+        node.pivots = list(outcome.get("pivots", []))
+        node.leaf_reason = outcome.get("leaf_reason")
+        if node.leaf_reason is not None:
+            return
+        node.criterion = outcome["criterion"]
+        values: list[str] = outcome["values"]
+        if outcome["infinite"]:
+            node.children = [Node(id=child_id(node.id, node.criterion or "", None), depth=node.depth + 1,
+                                  value=values, parent_criterion=node.criterion, infinite=True)]
+        else:
+            node.children = [Node(id=child_id(node.id, node.criterion or "", v), depth=node.depth + 1, value=v,
+                                  parent_criterion=node.criterion) for v in values]
+
+    async def _decide(self, node: Node, path: tuple[PathSpec, ...]) -> dict[str, Any]:
+        """One node's expansion outcome (``leaf_reason`` set when it stays a leaf)."""
+        if node.depth >= self.config.depth:
+            return {"leaf_reason": "max depth"}
+        first = self.task.first_split
+        if node.depth == 0 and first is not None:
+            values = merge_values([], first.values)
+            return {"criterion": first.criterion, "values": values, "infinite": len(values) > self.config.width,
+                    "predefined": True}
+        drawn = (step.draw(stable_seed(self.seed, node.id, i)) for i, step in enumerate(path))
+        subspace = [f"{step.criterion}: {step.value}" for step in drawn]
+        pivots = await self._pivots(node, subspace)
+        if pivots is None:
+            return {"leaf_reason": "pivot generation failed"}
+        split, attempts, last = await self._split(node, subspace, pivots, [step.criterion for step in path])
+        if split is None:
+            return {"pivots": pivots, "leaf_reason": f"no valid split after {attempts} attempts: {last}"}
+        values, unbounded = await self._cover(node, subspace, split[0], split[1])
+        infinite = unbounded or len(values) > self.config.width
+        return {"pivots": pivots, "criterion": split[0], "values": values[: self.config.pool_size] if infinite
+                else values, "infinite": infinite, "split_attempts": attempts}
+
+    async def _pivots(self, node: Node, subspace: list[str]) -> list[str] | None:
+        async def run(lm: Any, config: dict[str, Any]) -> Any:
+            return await self.modules.pivots.acall(task=self.task.description, subspace=subspace,
+                                                   count=self.config.pivots, lm=lm, config=config)
+
+        pred = await self.gateway.call("pivots", stage="pivots", node_id=node.id,
+                                       seed=stable_seed(self.seed, node.id, "pivots"), fn=run)
+        return None if pred is None else list(pred.pivots)
+
+    async def _split(self, node: Node, subspace: list[str], pivots: list[str], ancestors: list[str]
+                     ) -> tuple[tuple[str, list[str]] | None, int, str]:
+        last = "no answer"
+        for attempt in range(self.config.split_attempts):
+            async def run(lm: Any, config: dict[str, Any]) -> Any:
+                return await self.modules.criterion.acall(
+                    task=self.task.description, subspace=subspace, pivots=pivots, excluded_criteria=ancestors,
+                    max_groups=min(len(pivots), self.config.width * 2), lm=lm, config=config)
+
+            pred = await self.gateway.call("criterion", stage="criterion", node_id=node.id,
+                                           seed=stable_seed(self.seed, node.id, "criterion", attempt), fn=run)
+            if pred is None:
+                last = "unparseable answer"
+                continue
+            problems = split_problems(pred.split, pivot_count=len(pivots), ancestors=ancestors)
+            if not problems:
+                values = merge_values([], [g.value for g in pred.split.groups])
+                return (pred.split.criterion.strip(), values), attempt + 1, ""
+            last = "; ".join(problems)
+        return None, self.config.split_attempts, last
+
+    async def _cover(self, node: Node, subspace: list[str], criterion: str, values: list[str]
+                     ) -> tuple[list[str], bool]:
+        unbounded = False
+        for round_index in range(COVERAGE_ROUNDS):
+            known = values
+
+            async def run(lm: Any, config: dict[str, Any]) -> Any:
+                return await self.modules.coverage.acall(
+                    task=self.task.description, subspace=subspace, criterion=criterion, known_values=known,
+                    max_new=self.config.pool_size, lm=lm, config=config)
+
+            pred = await self.gateway.call("coverage", stage="coverage", node_id=node.id,
+                                           seed=stable_seed(self.seed, node.id, "coverage", round_index), fn=run)
+            if pred is None:
+                break
+            values = merge_values(values, pred.coverage.new_values)
+            unbounded = unbounded or pred.coverage.unbounded
+            infinite = unbounded or len(values) > self.config.width
+            if not infinite or len(values) >= self.config.pool_size or len(values) == len(known):
+                break
+        return values, unbounded
