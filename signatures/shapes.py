@@ -7,9 +7,9 @@ model. Models are built once per distinct limit (memoized; pure functions of the
 from __future__ import annotations
 
 from functools import cache
+from typing import Any
 
 from pydantic import BaseModel, Field, create_model
-
 from treesynth.signatures.coverage import Coverage
 from treesynth.signatures.criterion import CriterionSplit, ValueGroup
 
@@ -17,15 +17,15 @@ from treesynth.signatures.criterion import CriterionSplit, ValueGroup
 @cache
 def record_type(fields: tuple[tuple[str, str], ...]) -> type[BaseModel]:
     """A record model with one string field per ``(name, description)`` pair."""
-    spec: dict[str, object] = {name: (str, Field(description=desc or name)) for name, desc in fields}
-    return create_model("Record", **spec)  # type: ignore[call-overload, no-any-return]
+    spec: dict[str, Any] = {name: (str, Field(description=desc or name)) for name, desc in fields}
+    return create_model("Record", **spec)
 
 
 @cache
 def sample_batch_type(count: int, fields: tuple[tuple[str, str], ...] = ()) -> type[BaseModel]:
     """``{"items": [...]}`` holding exactly ``count`` strings, or records when ``fields`` are given."""
     item: object = record_type(fields) if fields else str
-    return create_model(  # type: ignore[call-overload, no-any-return]
+    return create_model(
         f"Batch{count}",
         items=(list[item], Field(min_length=count, max_length=count)),  # type: ignore[valid-type]
     )
@@ -34,7 +34,7 @@ def sample_batch_type(count: int, fields: tuple[tuple[str, str], ...] = ()) -> t
 @cache
 def split_type(max_groups: int) -> type[CriterionSplit]:
     """A criterion split with between 2 and ``max_groups`` value groups."""
-    return create_model(  # type: ignore[call-overload, no-any-return]
+    return create_model(
         f"Split{max_groups}",
         __base__=CriterionSplit,
         groups=(list[ValueGroup], Field(min_length=2, max_length=max_groups)),
@@ -44,7 +44,7 @@ def split_type(max_groups: int) -> type[CriterionSplit]:
 @cache
 def coverage_type(max_new: int) -> type[Coverage]:
     """A coverage answer adding at most ``max_new`` values."""
-    return create_model(  # type: ignore[call-overload, no-any-return]
+    return create_model(
         f"Coverage{max_new}",
         __base__=Coverage,
         new_values=(list[str], Field(max_length=max_new)),

@@ -156,7 +156,8 @@ class RunStore:
                                (leaf_id,)).fetchone()
         return int(row[0])
 
-    def save_leaf_call(self, leaf_id: str, call_index: int, candidates: list[tuple[str, dict[str, Any]]] | None) -> None:
+    def save_leaf_call(self, leaf_id: str, call_index: int,
+                       candidates: list[tuple[str, dict[str, Any]]] | None) -> None:
         """Record one finished call and its candidates ``(normalized key, sample payload)`` atomically."""
         with self._tx():
             self._db.execute("INSERT OR IGNORE INTO leaf_calls VALUES(?, ?, ?)",
@@ -233,7 +234,8 @@ class RunStore:
     def ledger(self) -> dict[str, Any]:
         """Totals of the call ledger, overall and per stage and model."""
         rows = self._db.execute(
-            "SELECT stage, model, COUNT(*), SUM(1 - ok), SUM(CASE WHEN error = 'parse' THEN 1 ELSE 0 END), SUM(prompt_tokens), "
+            "SELECT stage, model, COUNT(*), SUM(1 - ok), SUM(CASE WHEN error = 'parse' THEN 1 ELSE 0 END), "
+            "SUM(prompt_tokens), "
             "SUM(completion_tokens), SUM(seconds) FROM calls GROUP BY stage, model ORDER BY stage, model").fetchall()
         per_stage = [
             {"stage": s, "model": m, "calls": c, "failed": f, "parse_failures": p, "prompt_tokens": pt,

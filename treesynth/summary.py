@@ -29,10 +29,7 @@ def run_summary(*, tree: Tree, store: RunStore, n_samples: int, quotas: dict[str
     target = config.synthesis.samples
     leaves = list(tree.root.leaves())
     candidates = store.candidate_stats()
-    if error is not None:
-        status = "partial"
-    else:
-        status = "complete" if n_samples == target else "partial"
+    status = "complete" if error is None and n_samples == target else "partial"
     previous = store.get_meta("elapsed_seconds") or 0.0
     elapsed = previous + (time.time() - started)
     store.set_meta("elapsed_seconds", elapsed)

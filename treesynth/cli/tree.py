@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -16,7 +16,7 @@ from treesynth.viz.tree_text import render_mermaid, render_text
 tree_app = typer.Typer(help="Inspect partition trees.", no_args_is_help=True)
 
 
-class Format(str, Enum):
+class Format(StrEnum):
     """Output formats of ``tree show``."""
 
     text = "text"

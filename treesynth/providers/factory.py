@@ -42,7 +42,8 @@ def _check_litellm_model(model: str) -> None:
     if provider not in known:
         close = sorted(p for p in known if p.startswith(provider[:3]))[:3]
         hint = f" (did you mean {', '.join(close)}?)" if close else ""
-        raise ConfigError(f"unknown model provider {provider!r} in {model!r}{hint}; use a litellm provider/model string")
+        raise ConfigError(
+            f"unknown model provider {provider!r} in {model!r}{hint}; use a litellm provider/model string")
 
 
 def make_lm(model: str, *, temperature: float, max_tokens: int, api_base: str | None = None,

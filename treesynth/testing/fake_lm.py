@@ -37,13 +37,15 @@ CRITERIA: dict[str, tuple[list[str], bool]] = {
     "unit of measure": (["meters", "kilograms", "liters", "hours", "dollars", "cups"], False),
 }
 
-_WORDS = (
-    "apple basket train garden river coin ticket marble pencil bakery cookie bicycle window bottle ladder "
-    "orchard notebook candle button rocket blanket pizza puzzle lantern teacup wagon violin meadow harbor "
-    "castle rabbit turtle parrot tulip cactus glacier canyon desert island village market bridge tunnel "
-    "engine robot planet comet galaxy crystal fossil volcano forest dolphin falcon tiger zebra koala "
-    "saves shares buys sells counts splits doubles measures collects trades builds paints bakes plants"
-).split()
+_WORDS = [
+    "apple", "basket", "train", "garden", "river", "coin", "ticket", "marble", "pencil", "bakery", "cookie",
+    "bicycle", "window", "bottle", "ladder", "orchard", "notebook", "candle", "button", "rocket", "blanket",
+    "pizza", "puzzle", "lantern", "teacup", "wagon", "violin", "meadow", "harbor", "castle", "rabbit", "turtle",
+    "parrot", "tulip", "cactus", "glacier", "canyon", "desert", "island", "village", "market", "bridge",
+    "tunnel", "engine", "robot", "planet", "comet", "galaxy", "crystal", "fossil", "volcano", "forest",
+    "dolphin", "falcon", "tiger", "zebra", "koala", "saves", "shares", "buys", "sells", "counts", "splits",
+    "doubles", "measures", "collects", "trades", "builds", "paints", "bakes", "plants",
+]
 
 
 def latency_seconds() -> float:
@@ -110,7 +112,8 @@ def _batch(rng: random.Random, schema: dict[str, Any], root: dict[str, Any], inp
     return {"items": _items(rng, items["items"], root, count, anchor, noisy)}
 
 
-def _split(rng: random.Random, schema: dict[str, Any], root: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
+def _split(rng: random.Random, schema: dict[str, Any], root: dict[str, Any], inputs: dict[str, Any]
+           ) -> dict[str, Any]:
     excluded = {str(c).casefold() for c in inputs.get("excluded_criteria", [])}
     options = [c for c in CRITERIA if c not in excluded] or ["variant"]
     criterion = rng.choice(options)
@@ -127,7 +130,8 @@ def _split(rng: random.Random, schema: dict[str, Any], root: dict[str, Any], inp
     return {"criterion": criterion, "groups": groups}
 
 
-def _coverage(rng: random.Random, schema: dict[str, Any], root: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
+def _coverage(rng: random.Random, schema: dict[str, Any], root: dict[str, Any], inputs: dict[str, Any]
+              ) -> dict[str, Any]:
     criterion = str(inputs.get("criterion", "")).casefold()
     vocab, unbounded = CRITERIA.get(criterion, ([], False))
     known = {str(v).casefold() for v in inputs.get("known_values", [])}

@@ -172,7 +172,7 @@ class TreeBuilder:
         for round_index in range(COVERAGE_ROUNDS):
             known = values
 
-            async def run(lm: Any, config: dict[str, Any]) -> Any:
+            async def run(lm: Any, config: dict[str, Any], known: list[str] = known) -> Any:
                 return await self.modules.coverage.acall(
                     task=self.task.description, subspace=subspace, criterion=criterion, known_values=known,
                     max_new=self.config.pool_size, lm=lm, config=config)

@@ -1,0 +1,73 @@
+"""Leaf allocation: exact totals, safe quotas while the tree grows, shortfall redistribution."""
+
+from __future__ import annotations
+
+import asyncio
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from treesynth.synthesis.allocate import LeafPlanner, allocate, call_budget, spread
+
+
+@given(st.dictionaries(st.text(min_size=1, max_size=4), st.floats(0.5, 20), min_size=1, max_size=40),
+       st.integers(0, 5000))
+def test_allocate_is_exact_and_proportional(weights: dict[str, float], total: int) -> None:
+    quotas = allocate(weights, total)
+    assert sum(quotas.values()) == total
+    mass = sum(weights.values())
+    for leaf, w in weights.items():
+        assert abs(quotas[leaf] - total * w / mass) < 1
+
+
+def test_allocate_uniform_and_weighted() -> None:
+    assert allocate({"a": 1, "b": 1, "c": 1}, 10) == {"a": 4, "b": 3, "c": 3}
+    assert allocate({"a": 4, "b": 1}, 10) == {"a": 8, "b": 2}
+
+
+def test_spread_and_budget() -> None:
+    assert spread(5, ["b", "a"]) == {"a": 3, "b": 2}
+    assert call_budget(0, 5, 2.0) == 0
+    assert call_budget(10, 5, 2.0) == 6
+
+
+def test_safe_quotas_never_exceed_final_quotas() -> None:
+    async def scenario() -> None:
+        planner = LeafPlanner(total=100, level_weight=3, max_depth=2)
+        planner.add_pending("root", 0, 1)
+        planner.add_pending("a", 1, 1)
+        planner.add_pending("b", 1, 1)
+        await planner.resolve("root")
+        await planner.resolve("a", leaf_weight=1)          # early leaf at depth 1
+        early = planner.quota("a")
+        planner.add_pending("b1", 2, 1)
+        planner.add_pending("b2", 2, 1)
+        await planner.resolve("b")
+        assert planner.quota("a") >= early                  # safe quotas only grow
+        await planner.resolve("b1", leaf_weight=1)
+        await planner.resolve("b2", leaf_weight=1)
+        safe = planner.quotas()
+        await planner.finish_tree()
+        final = planner.quotas()
+        assert sum(final.values()) == 100
+        assert all(safe[k] <= final[k] for k in final)
+        assert 0 < early <= final["a"]
+
+    asyncio.run(scenario())
+
+
+def test_exhausted_leaf_shortfall_moves_to_other_leaves() -> None:
+    async def scenario() -> None:
+        planner = LeafPlanner(total=30, level_weight=3, max_depth=1)
+        for leaf in ("a", "b", "c"):
+            await planner.resolve(leaf, leaf_weight=1)
+        await planner.finish_tree()
+        assert planner.quotas() == {"a": 10, "b": 10, "c": 10}
+        await planner.exhaust("a", 4)
+        assert planner.quotas() == {"a": 4, "b": 13, "c": 13}
+        await planner.report("b", 13)
+        assert not planner.settled()
+        await planner.report("c", 13)
+        assert planner.settled() and planner.shortfall() == 0
+
+    asyncio.run(scenario())

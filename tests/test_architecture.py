@@ -1,0 +1,93 @@
+"""The layering rule and the package mapping, enforced."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+import tomllib
+import zipfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# lower number = lower layer; a module may import only from its own layer or below
+LAYERS: dict[str, int] = {
+    "treesynth.errors": 0,
+    "treesynth.models": 0,
+    "treesynth.config": 1,
+    "treesynth.signatures": 2,
+    "treesynth.testing": 2,
+    "treesynth.providers": 2,
+    "treesynth.store": 3,
+    "treesynth.summary": 3,
+    "treesynth.tree": 3,
+    "treesynth.synthesis": 3,
+    "treesynth.metrics": 3,
+    "treesynth.viz": 3,
+    "treesynth.program": 4,
+    "treesynth.pipeline": 4,
+    "treesynth.optimizers": 5,
+    "treesynth.cli": 6,
+    "treesynth.__main__": 6,
+    "treesynth": 6,
+}
+SOURCES = {"treesynth": ROOT / "treesynth", "treesynth.signatures": ROOT / "signatures",
+           "treesynth.optimizers": ROOT / "optimizers"}
+
+
+def layer_of(module: str) -> int:
+    best = max((name for name in LAYERS if module == name or module.startswith(name + ".")), key=len)
+    return LAYERS[best]
+
+
+def modules() -> dict[str, Path]:
+    found: dict[str, Path] = {}
+    for package, folder in SOURCES.items():
+        for file in folder.rglob("*.py"):
+            rel = file.relative_to(folder).with_suffix("")
+            parts = [p for p in rel.parts if p != "__init__"]
+            name = ".".join([package, *parts])
+            if package == "treesynth" and parts[:1] in (["signatures"], ["optimizers"]):
+                continue
+            found[name] = file
+    return found
+
+
+def imports(file: Path) -> list[str]:
+    out: list[str] = []
+    for node in ast.walk(ast.parse(file.read_text())):
+        if isinstance(node, ast.Import):
+            out += [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            out.append(node.module)
+    return out
+
+
+def test_layers_point_one_way() -> None:
+    violations = []
+    for name, file in modules().items():
+        for target in imports(file):
+            if target.split(".")[0] in ("signatures", "optimizers"):
+                violations.append(f"{name} imports bare {target}")
+            if target.startswith("treesynth") and layer_of(target) > layer_of(name):
+                violations.append(f"{name} (layer {layer_of(name)}) imports {target} (layer {layer_of(target)})")
+    assert not violations, "\n".join(violations)
+
+
+def test_library_never_configures_dspy_globally() -> None:
+    offenders = [name for name, file in modules().items() if "dspy.configure(" in file.read_text()]
+    assert not offenders
+
+
+def test_every_package_is_listed_and_in_the_wheel(tmp_path: Path) -> None:
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    on_disk = {name for name, file in modules().items() if file.name == "__init__.py"}
+    assert on_disk == listed, f"missing from pyproject: {on_disk - listed}; stale: {listed - on_disk}"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
+                    str(tmp_path), str(ROOT)], check=True, capture_output=True)
+    wheel = next(tmp_path.glob("treesynth-*.whl"))
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for package in listed:
+        assert package.replace(".", "/") + "/__init__.py" in names, package
+    assert "treesynth/signatures/criterion.py" in names and "treesynth/py.typed" in names

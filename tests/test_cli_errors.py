@@ -1,0 +1,111 @@
+"""Bad input: one-line error naming the fix, exit code 2, existing files untouched."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from test_run_e2e import treesynth
+
+
+def snapshot(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+def assert_usage_error(done: object, *needles: str) -> None:
+    assert done.returncode == 2, (done.stdout, done.stderr)  # type: ignore[attr-defined]
+    lines = done.stderr.strip().splitlines()  # type: ignore[attr-defined]
+    assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr  # type: ignore[attr-defined]
+    assert "Traceback" not in done.stderr  # type: ignore[attr-defined]
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+@pytest.mark.parametrize(
+    ("args", "needles"),
+    [
+        (["   "], ["task", "describe"]),
+        (["--depth", "0"], ["tree.depth", "greater than or equal to 1"]),
+        (["--depth", "-2"], ["tree.depth"]),
+        (["--width", "1"], ["tree.width"]),
+        (["--model", "nosuchprovider/some-model"], ["unknown model provider", "provider/model"]),
+        (["--model", "gpt4"], ["provider prefix"]),
+        (["--model", "test/other"], ["test/fake"]),
+    ],
+)
+def test_bad_options(tmp_path: Path, args: list[str], needles: list[str]) -> None:
+    task = args[0] if args[0].strip() == "" else "poems"
+    rest = args[1:] if args[0].strip() == "" else args
+    done = treesynth("run", task, "--model", "test/fake", *rest, "--out", str(tmp_path / "o"), "-q")
+    assert_usage_error(done, *needles)
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
+
+
+def test_malformed_yaml_task_and_config(tmp_path: Path) -> None:
+    bad = tmp_path / "task.yaml"
+    bad.write_text("description: [unclosed\n")
+    assert_usage_error(treesynth("run", str(bad), "--model", "test/fake", "-q", "--out", str(tmp_path / "o")),
+                       "malformed YAML", "line")
+    wrong_key = tmp_path / "task2.yaml"
+    wrong_key.write_text("description: poems\nfeilds: {a: b}\n")
+    assert_usage_error(treesynth("run", str(wrong_key), "--model", "test/fake", "-q"), "feilds")
+    config = tmp_path / "c.yaml"
+    config.write_text("tree:\n  widht: 3\n")
+    assert_usage_error(treesynth("run", "poems", "--config", str(config), "--model", "test/fake", "-q"),
+                       "tree.widht")
+
+
+def test_out_dir_protection(tmp_path: Path) -> None:
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("keep me")
+    assert_usage_error(treesynth("run", "poems", "--model", "test/fake", "-q", "--out", str(foreign)),
+                       "not empty")
+    assert (foreign / "notes.txt").read_text() == "keep me"
+
+    run = tmp_path / "run"
+    assert treesynth("run", "poems", "--model", "test/fake", "-q", "-n", "5", "--depth", "1",
+                     "--out", str(run)).returncode == 0
+    before = snapshot(run)
+    assert_usage_error(treesynth("run", "limericks", "--model", "test/fake", "-q", "-n", "5", "--depth", "1",
+                                 "--out", str(run)), "different task")
+    assert_usage_error(treesynth("run", "poems", "--model", "test/fake", "-q", "-n", "5", "--depth", "2",
+                                 "--out", str(run)), "different tree")
+    after = snapshot(run)
+    assert {k: v for k, v in after.items() if not k.startswith("treesynth.db")} == \
+        {k: v for k, v in before.items() if not k.startswith("treesynth.db")}
+
+
+def test_unwritable_out_dir(tmp_path: Path) -> None:
+    if os.geteuid() == 0:  # root writes through permission bits; sysfs refuses even root
+        target = Path("/sys/treesynth-test-out")
+    else:
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        target = locked / "x"
+    assert_usage_error(treesynth("run", "poems", "--model", "test/fake", "-q", "--out", str(target)),
+                       "not writable")
+
+
+def test_unwritable_out_dir_as_file(tmp_path: Path) -> None:
+    target = tmp_path / "file"
+    target.write_text("data")
+    assert_usage_error(treesynth("run", "poems", "--model", "test/fake", "-q", "--out", str(target)), "is a file")
+    assert target.read_text() == "data"
+
+
+def test_tree_show_on_missing_and_broken_files(tmp_path: Path) -> None:
+    assert_usage_error(treesynth("tree", "show", str(tmp_path / "nope")), "does not exist")
+    broken = tmp_path / "tree.json"
+    broken.write_text("{oops")
+    assert_usage_error(treesynth("tree", "show", str(broken)), "not valid JSON")
+
+
+def test_help_lists_commands() -> None:
+    done = treesynth("--help")
+    assert done.returncode == 0 and "run" in done.stdout and "tree" in done.stdout
+    done = treesynth("run", "--help")
+    for flag in ("--model", "--api-base", "--depth", "--width", "--pivots", "--samples", "--samples-per-call",
+                 "--concurrency", "--seed", "--out", "--config"):
+        assert flag in done.stdout

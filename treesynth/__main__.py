@@ -1,0 +1,5 @@
+"""``python -m treesynth`` runs the CLI."""
+
+from treesynth.cli import main
+
+main()
