@@ -57,8 +57,13 @@ class ModelConfig(_Frozen):
 
     model: str | None = Field(None, description="default model for every role; None picks the embedded model")
     api_base: str | None = None
+    engine: Literal["litellm", "native"] = Field(
+        "litellm", description="litellm (every provider, Router, custom providers) or DSPy's native client")
     max_tokens: int = Field(1024, ge=16)
-    cache: bool = True
+    cache: bool = Field(True, description="DSPy's request cache (keys include each call's seed)")
+    attempts: int = Field(6, ge=1, le=20, description="tries per call on rate limits, overload and server errors")
+    timeout: float = Field(120.0, gt=0, description="seconds before one attempt is abandoned")
+    failure_limit: int = Field(8, ge=1, description="consecutive failed calls that stop the run as partial")
     roles: dict[Role, RoleModel] = Field(default_factory=dict)
 
     def temperature(self, role: Role) -> float:

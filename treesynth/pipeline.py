@@ -21,7 +21,7 @@ from treesynth.config import Role, RunConfig
 from treesynth.errors import ProviderError
 from treesynth.models import Node, PathSpec, Sample, Task, Tree
 from treesynth.program import TreeSynthProgram
-from treesynth.providers import CallRecord, Gateway, make_role_lms
+from treesynth.providers import CallRecord, Gateway, RetryPolicy, make_role_lms
 from treesynth.store import RunStore, write_atomic, write_jsonl_atomic
 from treesynth.summary import run_summary
 from treesynth.synthesis.allocate import LeafPlanner
@@ -126,7 +126,10 @@ class TreeSynth:
     def _wire(self, task: Task, lms: dict[Role, dspy.LM], store: RunStore) -> _Run:
         cfg = self.config
         progress = Progress(target=cfg.synthesis.samples)
-        gateway = Gateway(lms, concurrency=cfg.concurrency, on_call=lambda rec: self._ledger(store, progress, rec))
+        policy = RetryPolicy(attempts=cfg.model.attempts, timeout=cfg.model.timeout,
+                             failure_limit=cfg.model.failure_limit)
+        gateway = Gateway(lms, concurrency=cfg.concurrency, policy=policy,
+                          on_call=lambda rec: self._ledger(store, progress, rec))
         infinite_weight = cfg.synthesis.infinite_weight or float(cfg.tree.width)
         planner = LeafPlanner(total=cfg.synthesis.samples, max_depth=cfg.tree.depth,         # leaf allocation
                               level_weight=max(float(cfg.tree.width), infinite_weight))
@@ -165,8 +168,7 @@ class TreeSynth:
         return stop[0] if stop else None
 
     def _ledger(self, store: RunStore, progress: Progress, rec: CallRecord) -> None:
-        store.record_call(rec.stage, rec.model, rec.node_id, rec.ok, rec.error, rec.prompt_tokens,
-                          rec.completion_tokens, rec.seconds)
+        store.record_call(rec)
         progress.calls += 1
         progress.failed_calls += 0 if rec.ok else 1
         progress.tokens += rec.prompt_tokens + rec.completion_tokens

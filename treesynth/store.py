@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from treesynth.errors import ConfigError, RunStateError
+from treesynth.providers.gateway import CallRecord
 
 DB_NAME = "treesynth.db"
 _SCHEMA = """
@@ -38,7 +39,8 @@ CREATE TABLE IF NOT EXISTS samples(seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEX
 CREATE INDEX IF NOT EXISTS samples_leaf ON samples(leaf_id);
 CREATE TABLE IF NOT EXISTS leaf_state(leaf_id TEXT PRIMARY KEY, exhausted_at INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS calls(seq INTEGER PRIMARY KEY AUTOINCREMENT, stage TEXT, model TEXT, node_id TEXT,
-    ok INTEGER, error TEXT, prompt_tokens INTEGER, completion_tokens INTEGER, seconds REAL);
+    ok INTEGER, error TEXT, prompt_tokens INTEGER, completion_tokens INTEGER, seconds REAL, retries INTEGER,
+    cached INTEGER);
 """
 
 
@@ -223,30 +225,32 @@ class RunStore:
         return dict(self._db.execute("SELECT status, COUNT(*) FROM candidates GROUP BY status").fetchall())
 
     # -- ledger -----------------------------------------------------------------------------------------
-    def record_call(self, stage: str, model: str, node_id: str, ok: bool, error: str | None,
-                    prompt_tokens: int, completion_tokens: int, seconds: float) -> None:
+    def record_call(self, record: CallRecord) -> None:
         """Append one LLM call to the ledger."""
         self._db.execute(
-            "INSERT INTO calls(stage, model, node_id, ok, error, prompt_tokens, completion_tokens, seconds) "
-            "VALUES(?, ?, ?, ?, ?, ?, ?, ?)",
-            (stage, model, node_id, int(ok), error, prompt_tokens, completion_tokens, seconds))
+            "INSERT INTO calls(stage, model, node_id, ok, error, prompt_tokens, completion_tokens, seconds, "
+            "retries, cached) VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (record.stage, record.model, record.node_id, int(record.ok), record.error, record.prompt_tokens,
+             record.completion_tokens, record.seconds, record.retries, int(record.cached)))
 
     def ledger(self) -> dict[str, Any]:
         """Totals of the call ledger, overall and per stage and model."""
         rows = self._db.execute(
             "SELECT stage, model, COUNT(*), SUM(1 - ok), SUM(CASE WHEN error = 'parse' THEN 1 ELSE 0 END), "
-            "SUM(prompt_tokens), "
-            "SUM(completion_tokens), SUM(seconds) FROM calls GROUP BY stage, model ORDER BY stage, model").fetchall()
+            "SUM(prompt_tokens), SUM(completion_tokens), SUM(seconds), SUM(retries), SUM(cached) "
+            "FROM calls GROUP BY stage, model ORDER BY stage, model").fetchall()
         per_stage = [
             {"stage": s, "model": m, "calls": c, "failed": f, "parse_failures": p, "prompt_tokens": pt,
-             "completion_tokens": ct, "seconds": round(sec, 3)}
-            for s, m, c, f, p, pt, ct, sec in rows
+             "completion_tokens": ct, "seconds": round(sec, 3), "retries": r, "cache_hits": h}
+            for s, m, c, f, p, pt, ct, sec, r, h in rows
         ]
         return {
             "calls": sum(r["calls"] for r in per_stage),
             "failed": sum(r["failed"] for r in per_stage),
             "prompt_tokens": sum(r["prompt_tokens"] for r in per_stage),
             "completion_tokens": sum(r["completion_tokens"] for r in per_stage),
+            "retries": sum(r["retries"] for r in per_stage),
+            "cache_hits": sum(r["cache_hits"] for r in per_stage),
             "by_stage": per_stage,
         }
 

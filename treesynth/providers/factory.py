@@ -47,13 +47,17 @@ def _check_litellm_model(model: str) -> None:
 
 
 def make_lm(model: str, *, temperature: float, max_tokens: int, api_base: str | None = None,
-            cache: bool = True, **kwargs: Any) -> dspy.LM:
-    """Build the LM for ``model``: ``test/fake``, ``local/<name>`` (embedded) or any litellm string."""
+            cache: bool = True, engine: str = "litellm", **kwargs: Any) -> dspy.LM:
+    """Build the LM for ``model``: ``test/fake``, ``local/<name>`` (embedded) or any litellm string.
+
+    Provider models go through litellm by default (``engine="native"`` selects DSPy's own client) with
+    DSPy's retries off: :class:`~treesynth.providers.gateway.Gateway` retries, releasing its slot.
+    """
     if model == FAKE_MODEL:
         from treesynth.testing.fake_lm import AsyncFakeEngine, FakeEngine
 
-        engine = FakeEngine()
-        return dspy.LM(model, engine=engine, async_engine=AsyncFakeEngine(engine), temperature=temperature,
+        fake = FakeEngine()
+        return dspy.LM(model, engine=fake, async_engine=AsyncFakeEngine(fake), temperature=temperature,
                        max_tokens=max_tokens, cache=False)
     if model.startswith("local/"):
         if not embedded_available():
@@ -65,8 +69,8 @@ def make_lm(model: str, *, temperature: float, max_tokens: int, api_base: str | 
         raise ConfigError(f"unknown test model {model!r}; the only test model is {FAKE_MODEL}")
     _check_litellm_model(model)
     extra: dict[str, Any] = {"api_base": api_base} if api_base else {}
-    return dspy.LM(model, engine="litellm", temperature=temperature, max_tokens=max_tokens, cache=cache,
-                   **extra, **kwargs)
+    return dspy.LM(model, engine="litellm" if engine == "litellm" else "auto", temperature=temperature,
+                   max_tokens=max_tokens, cache=cache, num_retries=0, **extra, **kwargs)
 
 
 def make_role_lms(config: ModelConfig) -> dict[Role, dspy.LM]:
@@ -78,6 +82,6 @@ def make_role_lms(config: ModelConfig) -> dict[Role, dspy.LM]:
         key = (model, config.temperature(role), config.max_tokens_for(role))
         if key not in built:
             built[key] = make_lm(model, temperature=key[1], max_tokens=key[2], api_base=config.api_base,
-                                 cache=config.cache)
+                                 cache=config.cache, engine=config.engine)
         lms[role] = built[key]
     return lms

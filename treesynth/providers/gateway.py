@@ -1,26 +1,35 @@
-"""Every LLM call goes through one :class:`Gateway`: bounded concurrency, per-role LMs, per-call seeds,
-a ledger record per call, parse-failure handling and a circuit breaker on sustained provider failure."""
+"""Every LLM call goes through one :class:`Gateway`.
+
+It owns: adaptive bounded concurrency (:class:`AdaptiveLimiter`), per-call timeouts, retries with
+exponential backoff that honour ``Retry-After`` and release the concurrency slot while sleeping,
+per-call seeds (distinct ``rollout_id``/``seed`` so no two draws collapse in DSPy's cache), one ledger
+record per call, parse-failure handling, and a circuit breaker that stops the run cleanly (as
+:class:`ProviderError`) after sustained failure.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import dspy
-from dspy.utils.exceptions import AdapterParseError
+from dspy.utils.exceptions import AdapterParseError, LMAuthError, LMRateLimitError, is_retryable_lm_error
 
 from treesynth.config import Role
 from treesynth.errors import ProviderError
+from treesynth.providers.limiter import AdaptiveLimiter
 
 T = TypeVar("T")
+MAX_BACKOFF_SECONDS = 60.0
 
 
 @dataclass(frozen=True, slots=True)
 class CallRecord:
-    """One LLM call as recorded in the run's ledger."""
+    """One LLM call (with its retries) as recorded in the run's ledger."""
 
     stage: str
     model: str
@@ -30,66 +39,114 @@ class CallRecord:
     prompt_tokens: int
     completion_tokens: int
     seconds: float
+    retries: int = 0
+    cached: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How hard the gateway tries before a call counts as failed."""
+
+    attempts: int = 6
+    timeout: float = 120.0
+    failure_limit: int = 8
+    base_delay: float = 1.0
 
 
 CallFn = Callable[[dspy.LM, dict[str, Any]], Awaitable[T]]
 
 
+@dataclass
+class _Attempt:
+    result: Any = None
+    error: str | None = None
+    retry_after: float | None = None
+    overloaded: bool = False
+    retryable: bool = False
+
+
 class Gateway:
-    """Runs LLM calls for the pipeline.
+    """Runs the pipeline's LLM calls.
 
     Args:
-        lms: The LM serving each role.
-        concurrency: Most calls in flight at once.
+        lms: The LM serving each role (built with DSPy retries off: the gateway retries).
+        concurrency: Most calls in flight at once (the adaptive limit's ceiling).
         on_call: Receives a :class:`CallRecord` after every call (the run store's ledger).
-        failure_limit: Consecutive provider failures after which the run stops with :class:`ProviderError`.
+        policy: Attempts, timeout, circuit-breaker threshold.
     """
 
     def __init__(self, lms: dict[Role, dspy.LM], *, concurrency: int, on_call: Callable[[CallRecord], None],
-                 failure_limit: int = 8) -> None:
+                 policy: RetryPolicy | None = None) -> None:
         """Create a gateway; see the class docstring."""
         self.lms = lms
-        self._slots = asyncio.Semaphore(concurrency)
+        self.limiter = AdaptiveLimiter(concurrency)
+        self.policy = policy or RetryPolicy()
         self._on_call = on_call
-        self._failure_limit = failure_limit
         self._consecutive_failures = 0
 
     async def call(self, role: Role, *, stage: str, node_id: str, seed: int, fn: CallFn[T]) -> T | None:
-        """Run ``fn(lm, config)`` for ``role`` with a per-call seed; ``None`` when the output did not parse.
+        """Run ``fn(lm, config)`` for ``role``; ``None`` when the output did not parse or the call failed.
 
-        ``config`` carries a distinct ``rollout_id`` and ``seed`` so that no two draws collapse into one
-        cache entry. Provider failures (after DSPy's own retries) are recorded and return ``None`` until
-        ``failure_limit`` consecutive failures, which raise :class:`ProviderError`.
+        ``config`` carries ``rollout_id == seed`` and the role's temperature. Retryable provider errors
+        (rate limits, overload, server errors, timeouts, transport) are retried up to
+        ``policy.attempts`` times; authentication errors raise :class:`ProviderError` at once;
+        ``policy.failure_limit`` consecutive failed calls raise :class:`ProviderError`.
         """
         lm = self.lms[role]
         config = {"rollout_id": seed, "seed": seed, "temperature": lm.kwargs.get("temperature", 1.0)}
+        jitter = random.Random(seed)
         start = time.perf_counter()
-        error: str | None = None
-        result: T | None = None
-        async with self._slots:
-            try:
-                result = await fn(lm, config)
-            except AdapterParseError:
-                error = "parse"
-            except (ProviderError, asyncio.CancelledError):
-                raise
-            except Exception as exc:
-                error = f"provider: {type(exc).__name__}: {str(exc)[:200]}"
-        usage = _usage(result)
-        self._on_call(CallRecord(stage, lm.model, node_id, error is None, error, usage[0], usage[1],
-                                 time.perf_counter() - start))
-        self._track_failures(error, lm.model)
-        return result
+        attempt = _Attempt()
+        retries = 0
+        for index in range(self.policy.attempts):
+            attempt = await self._attempt(lm, config, fn)
+            if not attempt.retryable or index == self.policy.attempts - 1:
+                break
+            retries += 1
+            await asyncio.sleep(self._delay(attempt, index, jitter))  # the slot is free while we sleep
+        prompt, completion = _usage(attempt.result)
+        cached = attempt.error is None and prompt == completion == 0
+        self._on_call(CallRecord(stage, lm.model, node_id, attempt.error is None, attempt.error, prompt, completion,
+                                 time.perf_counter() - start, retries, cached))
+        self._track_failures(attempt.error, lm.model)
+        return attempt.result if attempt.error is None else None
+
+    async def _attempt(self, lm: dspy.LM, config: dict[str, Any], fn: CallFn[Any]) -> _Attempt:
+        await self.limiter.acquire()
+        outcome = _Attempt()
+        try:
+            outcome.result = await asyncio.wait_for(fn(lm, config), self.policy.timeout)
+        except AdapterParseError:
+            outcome.error = "parse"
+        except TimeoutError:
+            outcome.error, outcome.retryable, outcome.overloaded = "timeout", True, True
+        except LMAuthError as exc:
+            raise ProviderError(f"authentication failed for {lm.model} ({str(exc)[:120]}); set the provider's "
+                                "API key in the environment (e.g. OPENAI_API_KEY) and re-run to resume") from None
+        except Exception as exc:
+            outcome.error = f"{type(exc).__name__}: {str(exc)[:200]}"
+            outcome.retryable = is_retryable_lm_error(exc)
+            outcome.retry_after = getattr(exc, "retry_after", None)
+            outcome.overloaded = isinstance(exc, LMRateLimitError) or getattr(exc, "status", None) in (429, 503, 529)
+        finally:
+            await self.limiter.release(overloaded=outcome.overloaded)
+        return outcome
+
+    def _delay(self, attempt: _Attempt, index: int, jitter: random.Random) -> float:
+        if attempt.retry_after is not None and attempt.retry_after >= 0:
+            return min(float(attempt.retry_after), MAX_BACKOFF_SECONDS)
+        backoff: float = min(self.policy.base_delay * 2**index, MAX_BACKOFF_SECONDS)
+        return backoff * jitter.uniform(0.5, 1.5)
 
     def _track_failures(self, error: str | None, model: str) -> None:
         if error is None or error == "parse":
             self._consecutive_failures = 0
             return
         self._consecutive_failures += 1
-        if self._consecutive_failures >= self._failure_limit:
+        if self._consecutive_failures >= self.policy.failure_limit:
             raise ProviderError(
                 f"{self._consecutive_failures} consecutive calls to {model} failed (last: {error}); "
-                "check the model, key and --api-base, then re-run the same command to resume"
+                "check the model name, API key and --api-base, then re-run the same command to resume"
             )
 
 

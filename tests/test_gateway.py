@@ -1,0 +1,131 @@
+"""Gateway resilience: retries honouring Retry-After with the slot released, timeouts, AIMD, breaker."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import pytest
+from dspy.utils.exceptions import AdapterParseError, LMAuthError, LMRateLimitError, LMServerError
+
+from treesynth.errors import ProviderError
+from treesynth.providers import CallRecord, Gateway, RetryPolicy, make_lm
+from treesynth.providers.limiter import AdaptiveLimiter
+from treesynth.signatures import GeneratePivots
+
+
+def gateway(concurrency: int = 4, **policy: Any) -> tuple[Gateway, list[CallRecord]]:
+    records: list[CallRecord] = []
+    lm = make_lm("test/fake", temperature=0.9, max_tokens=64)
+    defaults = {"attempts": 4, "timeout": 5.0, "failure_limit": 3, "base_delay": 0.01}
+    gw = Gateway(dict.fromkeys(("pivots", "criterion", "coverage", "leaf"), lm), concurrency=concurrency,
+                 on_call=records.append, policy=RetryPolicy(**{**defaults, **policy}))
+    return gw, records
+
+
+def flaky(*errors: Exception, result: str = "ok") -> Any:
+    queue = list(errors)
+
+    async def fn(lm: Any, config: dict[str, Any]) -> str:
+        if queue:
+            raise queue.pop(0)
+        return result
+
+    return fn
+
+
+def test_retry_after_is_honoured_and_the_slot_is_free_while_sleeping() -> None:
+    async def scenario() -> None:
+        gw, records = gateway(concurrency=1)
+        slow = flaky(LMRateLimitError("429", retry_after=0.3))
+        started = time.perf_counter()
+        first = asyncio.create_task(gw.call("leaf", stage="leaf", node_id="a", seed=1, fn=slow))
+        await asyncio.sleep(0.05)
+        # with concurrency 1, this call can only run now because the rate-limited call released its slot
+        second = await gw.call("leaf", stage="leaf", node_id="b", seed=2, fn=flaky())
+        assert second == "ok" and time.perf_counter() - started < 0.25
+        assert await first == "ok"
+        assert time.perf_counter() - started >= 0.3
+        by_node = {r.node_id: r for r in records}
+        assert by_node["a"].retries == 1 and by_node["a"].ok and by_node["b"].retries == 0
+        assert gw.limiter.limit < 1.5  # halved on the 429, then recovering additively
+
+    asyncio.run(scenario())
+
+
+def test_server_errors_and_timeouts_are_retried_then_recorded_as_failures() -> None:
+    async def scenario() -> None:
+        gw, records = gateway(attempts=3, timeout=0.05)
+        assert await gw.call("leaf", stage="leaf", node_id="a", seed=1,
+                             fn=flaky(LMServerError("500"), LMServerError("500"))) == "ok"
+
+        async def hang(lm: Any, config: dict[str, Any]) -> str:
+            await asyncio.sleep(10)
+            return "late"
+
+        assert await gw.call("leaf", stage="leaf", node_id="b", seed=2, fn=hang) is None
+        assert [(r.node_id, r.ok, r.retries, r.error) for r in records] == [("a", True, 2, None),
+                                                                          ("b", False, 2, "timeout")]
+
+    asyncio.run(scenario())
+
+
+def test_parse_failures_are_not_retried_and_do_not_trip_the_breaker() -> None:
+    async def scenario() -> None:
+        gw, records = gateway(failure_limit=2)
+        for i in range(5):
+            bad = flaky(AdapterParseError(adapter_name="JSONAdapter", signature=GeneratePivots, lm_response="x"))
+            assert await gw.call("leaf", stage="leaf", node_id=str(i), seed=i, fn=bad) is None
+        assert all(r.error == "parse" and r.retries == 0 for r in records)
+
+    asyncio.run(scenario())
+
+
+def test_auth_error_stops_at_once_with_a_fix() -> None:
+    async def scenario() -> None:
+        gw, _ = gateway()
+        with pytest.raises(ProviderError, match="API key"):
+            await gw.call("leaf", stage="leaf", node_id="a", seed=1, fn=flaky(LMAuthError("401")))
+
+    asyncio.run(scenario())
+
+
+def test_circuit_breaker_after_consecutive_failures() -> None:
+    async def scenario() -> None:
+        gw, records = gateway(attempts=1, failure_limit=3)
+        for i in range(2):
+            assert await gw.call("leaf", stage="leaf", node_id=str(i), seed=i, fn=flaky(LMServerError("x"))) is None
+        with pytest.raises(ProviderError, match="3 consecutive calls"):
+            await gw.call("leaf", stage="leaf", node_id="2", seed=2, fn=flaky(LMServerError("x")))
+        assert len(records) == 3
+
+    asyncio.run(scenario())
+
+
+def test_adaptive_limiter_aimd() -> None:
+    async def scenario() -> None:
+        limiter = AdaptiveLimiter(8)
+        await limiter.acquire()
+        await limiter.release(overloaded=True)
+        assert limiter.limit == 4
+        for _ in range(40):
+            await limiter.acquire()
+            await limiter.release()
+        assert 7 < limiter.limit <= 8
+        in_flight = 0
+        seen = 0
+
+        async def worker() -> None:
+            nonlocal in_flight, seen
+            await limiter.acquire()
+            in_flight += 1
+            seen = max(seen, in_flight)
+            await asyncio.sleep(0.01)
+            in_flight -= 1
+            await limiter.release()
+
+        await asyncio.gather(*(worker() for _ in range(50)))
+        assert seen <= 8
+
+    asyncio.run(scenario())
