@@ -3,4 +3,7 @@
 from treesynth.providers.factory import EMBEDDED_MODEL, FAKE_MODEL, default_model, make_lm, make_role_lms
 from treesynth.providers.gateway import CallRecord, Gateway, RetryPolicy
 
-__all__ = ["EMBEDDED_MODEL", "FAKE_MODEL", "CallRecord", "Gateway", "RetryPolicy", "default_model", "make_lm", "make_role_lms"]
+__all__ = [
+    "EMBEDDED_MODEL", "FAKE_MODEL", "CallRecord", "Gateway", "RetryPolicy", "default_model", "make_lm",
+    "make_role_lms",
+]
