@@ -22,6 +22,7 @@ from treesynth.errors import ProviderError
 from treesynth.models import Node, PathSpec, Sample, Task, Tree
 from treesynth.program import TreeSynthProgram
 from treesynth.providers import CallRecord, Gateway, RetryPolicy, make_role_lms
+from treesynth.providers.pricing import estimate_cost
 from treesynth.store import RunStore, write_atomic, write_jsonl_atomic
 from treesynth.summary import run_summary
 from treesynth.synthesis.allocate import LeafPlanner
@@ -40,6 +41,7 @@ class Progress:
     calls: int = 0
     failed_calls: int = 0
     tokens: int = 0
+    cost_usd: float | None = 0.0
     tree_done: bool = False
 
 
@@ -103,8 +105,12 @@ class TreeSynth:
         """Sync facade over :meth:`arun`; not usable inside a running event loop (use ``await arun``)."""
         return asyncio.run(self.arun(task, out))
 
-    async def arun(self, task: Task | str, out: Path | str) -> RunResult:
-        """Run (or resume) the pipeline for ``task`` in the run directory ``out``."""
+    async def arun(self, task: Task | str, out: Path | str, *, tree_only: bool = False) -> RunResult:
+        """Run (or resume) the pipeline for ``task`` in the run directory ``out``.
+
+        With ``tree_only`` the run stops after tree building (``tree.json`` only); a later full run in the
+        same directory reuses the tree.
+        """
         task = task if isinstance(task, Task) else Task.from_arg(task)
         lms = self.lms or make_role_lms(self.config.model)
         store = RunStore.open(Path(out), self._identity(task))
@@ -112,8 +118,8 @@ class TreeSynth:
         try:
             run = self._wire(task, lms, store)
             with dspy.context(adapter=dspy.JSONAdapter(), track_usage=True):
-                error = await self._grow_and_fill(run)                       # tree building + leaf synthesis
-            return self._export(run, error, started)                         # dataset + metrics
+                error = await self._grow_and_fill(run, fill=not tree_only)   # tree building + leaf synthesis
+            return self._export(run, error, started, samples=not tree_only)  # dataset + metrics
         finally:
             store.close()
 
@@ -138,7 +144,7 @@ class TreeSynth:
                             on_progress=lambda: self._count_samples(planner, progress))
         return _Run(task, store, planner, builder, filler, progress, infinite_weight)
 
-    async def _grow_and_fill(self, run: _Run) -> str | None:
+    async def _grow_and_fill(self, run: _Run, *, fill: bool) -> str | None:
         """Grow the tree; every leaf starts filling as soon as it is final. Returns a stop reason or None."""
         planner, progress = run.planner, run.progress
 
@@ -158,7 +164,8 @@ class TreeSynth:
                     progress.leaves += 1
                     await planner.resolve(node.id, run.weight(path), have=run.store.leaf_sample_count(node.id),
                                           exhausted_at=run.store.exhausted_at(node.id))
-                    fills.create_task(run.filler.fill(Leaf(node.id, path)))
+                    if fill:
+                        fills.create_task(run.filler.fill(Leaf(node.id, path)))
 
                 await run.builder.build(on_pending=on_pending, on_leaf=on_leaf, on_expanded=on_expanded)
                 progress.tree_done = True
@@ -172,13 +179,15 @@ class TreeSynth:
         progress.calls += 1
         progress.failed_calls += 0 if rec.ok else 1
         progress.tokens += rec.prompt_tokens + rec.completion_tokens
+        cost = estimate_cost(rec.model, rec.prompt_tokens, rec.completion_tokens)
+        progress.cost_usd = None if cost is None or progress.cost_usd is None else progress.cost_usd + cost
         self.on_progress(progress)
 
     def _count_samples(self, planner: LeafPlanner, progress: Progress) -> None:
         progress.samples = sum(planner.have.values())
         self.on_progress(progress)
 
-    def _export(self, run: _Run, error: str | None, started: float) -> RunResult:
+    def _export(self, run: _Run, error: str | None, started: float, *, samples: bool) -> RunResult:
         store, root = run.store, run.builder.root
         counts = store.sample_counts()
         quotas = run.planner.quotas()
@@ -187,6 +196,9 @@ class TreeSynth:
             leaf.quota = quotas.get(leaf.id, 0)
         tree = Tree(task=run.task, config=self.config.model_dump(mode="json"), root=root)
         write_atomic(store.out / "tree.json", tree.model_dump_json(indent=2))
+        if not samples:
+            return RunResult(out=store.out, tree=tree, summary={"status": "tree", "error": error,
+                                                                "llm": store.ledger(), "allocation": {"quota": quotas}})
         n_samples = write_jsonl_atomic(store.out / "samples.jsonl", store.samples())
         summary = run_summary(tree=tree, store=store, n_samples=n_samples, quotas=quotas, error=error,
                               started=started, config=self.config)

@@ -9,7 +9,19 @@ from typing import Any
 
 from treesynth.config import RunConfig
 from treesynth.models import Tree
+from treesynth.providers.pricing import estimate_cost
 from treesynth.store import RunStore
+
+
+def priced_ledger(store: RunStore) -> dict[str, Any]:
+    """The call ledger with an estimated cost per stage and model and in total (``None`` if unknown)."""
+    ledger = store.ledger()
+    total: float | None = 0.0
+    for row in ledger["by_stage"]:
+        row["cost_usd"] = estimate_cost(row["model"], row["prompt_tokens"], row["completion_tokens"])
+        total = None if total is None or row["cost_usd"] is None else total + row["cost_usd"]
+    ledger["cost_usd"] = total
+    return ledger
 
 
 def versions() -> dict[str, str]:
@@ -49,7 +61,7 @@ def run_summary(*, tree: Tree, store: RunStore, n_samples: int, quotas: dict[str
             "max_depth": max(node.depth for node in tree.root.walk()),
             "early_leaves": sum(1 for leaf in leaves if leaf.leaf_reason not in (None, "max depth")),
         },
-        "llm": store.ledger(),
+        "llm": priced_ledger(store),
         "timings": {"seconds_this_session": round(time.time() - started, 3), "seconds_total": round(elapsed, 3)},
         "allocation": {"quota": quotas},
         "config": config.model_dump(mode="json"),

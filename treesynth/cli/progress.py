@@ -41,6 +41,7 @@ class ProgressView:
             return
         self._last = now
         tree = "tree done" if progress.tree_done else "growing tree"
+        cost = "cost ?" if progress.cost_usd is None else f"${progress.cost_usd:.4f}"
         detail = (f"{tree} | nodes {progress.nodes} | leaves {progress.leaves} | calls {progress.calls}"
-                  f" ({progress.failed_calls} failed) | tokens {progress.tokens:,}")
+                  f" ({progress.failed_calls} failed) | tokens {progress.tokens:,} | {cost}")
         self._bar.update(self._task, completed=progress.samples, detail=detail)

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
+from treesynth.cli import options as opt
 from treesynth.cli._common import cli_errors, fail
 from treesynth.models import Task, stable_hash
 
@@ -27,35 +28,19 @@ def register(app: typer.Typer) -> None:
 
 def run(
     task: Annotated[str, typer.Argument(help="The task in one sentence, or a YAML task file.")],
-    model: Annotated[str | None, typer.Option("--model", "-m", help="provider/model (litellm), local/gemma-3-270m "
-                                              "or test/fake. Default: the embedded model.")] = None,
-    api_base: Annotated[str | None, typer.Option(help="Base URL of an OpenAI-compatible server.")] = None,
-    depth: Annotated[int | None, typer.Option(help="Maximum tree depth (>= 1).")] = None,
-    width: Annotated[int | None, typer.Option(help="Maximum finite children per node (>= 2).")] = None,
-    pivots: Annotated[int | None, typer.Option(help="Pivot samples per internal node.")] = None,
-    samples: Annotated[int | None, typer.Option("--samples", "-n", help="Samples to deliver.")] = None,
-    samples_per_call: Annotated[int | None, typer.Option(help="Samples requested per synthesis call.")] = None,
-    concurrency: Annotated[int | None, typer.Option(help="Most LLM calls in flight.")] = None,
-    seed: Annotated[int | None, typer.Option(help="Run seed (drives every per-call seed).")] = None,
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="Run directory (re-use it to resume). "
-                                             "Default: runs/<task-slug>.")] = None,
-    config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML config (or a run.json).")] = None,
+    model: opt.Model = None, api_base: opt.ApiBase = None, role_model: opt.RoleModels = None,
+    role_temperature: opt.RoleTemperatures = None, depth: opt.Depth = None, width: opt.Width = None,
+    pivots: opt.Pivots = None, samples: opt.Samples = None, samples_per_call: opt.PerCall = None,
+    concurrency: opt.Concurrency = None, seed: opt.Seed = None, out: opt.Out = None, config: opt.Config = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
 ) -> None:
     """Build the partition tree for TASK and synthesize a dataset at its leaves."""
-    from treesynth.config import RunConfig
-
     with cli_errors():
         parsed = Task.from_arg(task)
-        base = RunConfig.load(config) if config else RunConfig()
-        overrides: dict[str, Any] = {
-            "model.model": model, "model.api_base": api_base, "tree.depth": depth, "tree.width": width,
-            "tree.pivots": pivots, "synthesis.samples": samples, "synthesis.samples_per_call": samples_per_call,
-            "concurrency": concurrency, "seed": seed,
-        }
-        cfg = base.with_overrides(overrides)
-        target = out or default_out(parsed)
-        result = _execute(parsed, cfg, target, quiet)
+        cfg = opt.build_config(config, role_models=role_model, role_temperatures=role_temperature, model=model,
+                               api_base=api_base, depth=depth, width=width, pivots=pivots, samples=samples,
+                               samples_per_call=samples_per_call, concurrency=concurrency, seed=seed)
+        result = _execute(parsed, cfg, out or default_out(parsed), quiet)
     counts = result.summary["counts"]
     llm = result.summary["llm"]
     typer.echo(f"{result.status}: {counts['samples']}/{counts['target']} samples, {counts['leaves']} leaves, "

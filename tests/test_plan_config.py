@@ -1,0 +1,64 @@
+"""Planning accuracy, config round-trip, per-role models."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+from test_run_e2e import treesynth
+
+from treesynth.config import RunConfig
+from treesynth.planning import leaf_calls_for
+
+ARGS = ["GSM8K-style grade-school math word problems", "--model", "test/fake", "--depth", "3", "--width", "4",
+        "-n", "500"]
+
+
+def test_plan_matches_the_following_run_within_ten_percent(tmp_path: Path) -> None:
+    out = tmp_path / "R"
+    planned = treesynth("plan", *ARGS, "--out", str(out), "--json")
+    assert planned.returncode == 0, planned.stderr
+    plan = json.loads(planned.stdout)
+    done = treesynth("run", *ARGS, "--out", str(out), "-q")
+    assert done.returncode == 0, done.stderr
+    run = json.loads((out / "run.json").read_text())
+    assert abs(plan["calls"] - run["llm"]["calls"]) <= 0.1 * run["llm"]["calls"]
+    assert plan["leaves"] == run["counts"]["leaves"] and plan["nodes"] == run["counts"]["nodes"]
+    tree_calls = sum(r["calls"] for r in run["llm"]["by_stage"] if r["stage"] != "leaf")
+    assert plan["tree_calls"] == tree_calls  # the run reused the planned tree: no tree call was made twice
+    assert run["llm"]["cost_usd"] == 0.0
+
+
+def test_analytic_plan_makes_no_call_and_bounds_the_tree(tmp_path: Path) -> None:
+    done = treesynth("plan", *ARGS, "--analytic", "--json", "--out", str(tmp_path / "none"))
+    plan = json.loads(done.stdout)
+    assert plan["leaves"] == 64 and plan["nodes"] == 85 and plan["analytic"]
+    assert not (tmp_path / "none").exists()
+
+
+def test_leaf_call_projection() -> None:
+    assert leaf_calls_for(10, 5, 0.0) == 2
+    assert leaf_calls_for(42, 5, 0.1) == 10
+    assert leaf_calls_for(0, 5, 0.1) == 0
+
+
+def test_run_json_config_round_trips(tmp_path: Path) -> None:
+    first = tmp_path / "a"
+    assert treesynth("run", "haiku about rivers", "--model", "test/fake", "-n", "12", "--depth", "2",
+                     "--width", "3", "--seed", "5", "--role-temperature", "leaf=1.3", "--out", str(first),
+                     "-q").returncode == 0
+    config = json.loads((first / "run.json").read_text())["config"]
+    assert config["model"]["roles"]["leaf"]["temperature"] == 1.3
+    yaml_file = tmp_path / "c.yaml"
+    yaml_file.write_text(RunConfig.model_validate(config).dump_yaml())
+    assert yaml.safe_load(yaml_file.read_text()) == config
+    second = tmp_path / "b"
+    assert treesynth("run", "haiku about rivers", "--config", str(yaml_file), "--out", str(second),
+                     "-q").returncode == 0
+    again = treesynth("run", "haiku about rivers", "--config", str(first / "run.json"), "--out",
+                      str(tmp_path / "c"), "-q")
+    assert again.returncode == 0, again.stderr
+    for run_dir in (second, tmp_path / "c"):
+        assert json.loads((run_dir / "run.json").read_text())["config"] == config
+        assert (run_dir / "samples.jsonl").read_text() == (first / "samples.jsonl").read_text()

@@ -1,0 +1,57 @@
+"""Options shared by ``run`` and ``plan``, and how they become a :class:`RunConfig`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from treesynth.errors import ConfigError
+
+if TYPE_CHECKING:
+    from treesynth.config import RunConfig
+
+Model = Annotated[str | None, typer.Option("--model", "-m", help="provider/model (litellm), local/gemma-3-270m or "
+                                           "test/fake. Default: the embedded model.")]
+ApiBase = Annotated[str | None, typer.Option(help="Base URL of an OpenAI-compatible server.")]
+RoleModels = Annotated[list[str] | None, typer.Option("--role-model", help="ROLE=MODEL for one role (pivots, "
+                                                      "criterion, coverage, leaf); repeatable.")]
+RoleTemperatures = Annotated[list[str] | None, typer.Option("--role-temperature", help="ROLE=T; repeatable.")]
+Depth = Annotated[int | None, typer.Option(help="Maximum tree depth (>= 1).")]
+Width = Annotated[int | None, typer.Option(help="Maximum finite children per node (>= 2).")]
+Pivots = Annotated[int | None, typer.Option(help="Pivot samples per internal node.")]
+Samples = Annotated[int | None, typer.Option("--samples", "-n", help="Samples to deliver.")]
+PerCall = Annotated[int | None, typer.Option(help="Samples requested per synthesis call.")]
+Concurrency = Annotated[int | None, typer.Option(help="Most LLM calls in flight.")]
+Seed = Annotated[int | None, typer.Option(help="Run seed (drives every per-call seed).")]
+Out = Annotated[Path | None, typer.Option("--out", "-o", help="Run directory (re-use it to resume). "
+                                          "Default: runs/<task-slug>.")]
+Config = Annotated[Path | None, typer.Option("--config", "-c", help="YAML config (or a run.json).")]
+
+
+def _pairs(items: list[str] | None, flag: str) -> dict[str, str]:
+    pairs: dict[str, str] = {}
+    for item in items or []:
+        role, sep, value = item.partition("=")
+        if not sep or not role or not value:
+            raise ConfigError(f"{flag} expects ROLE=VALUE (e.g. {flag} leaf=...), got {item!r}")
+        pairs[role.strip()] = value.strip()
+    return pairs
+
+
+def build_config(config: Path | None, *, role_models: list[str] | None = None,
+                 role_temperatures: list[str] | None = None, **flags: Any) -> RunConfig:
+    """Load ``--config`` (or defaults) and apply the flags that were given (``None`` means not given)."""
+    from treesynth.config import RunConfig
+
+    base = RunConfig.load(config) if config else RunConfig()
+    keys = {"model": "model.model", "api_base": "model.api_base", "depth": "tree.depth", "width": "tree.width",
+            "pivots": "tree.pivots", "samples": "synthesis.samples", "samples_per_call": "synthesis.samples_per_call",
+            "concurrency": "concurrency", "seed": "seed"}
+    overrides: dict[str, Any] = {keys[name]: value for name, value in flags.items()}
+    for role, model in _pairs(role_models, "--role-model").items():
+        overrides[f"model.roles.{role}.model"] = model
+    for role, temperature in _pairs(role_temperatures, "--role-temperature").items():
+        overrides[f"model.roles.{role}.temperature"] = temperature
+    return base.with_overrides(overrides)
