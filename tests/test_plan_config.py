@@ -17,7 +17,7 @@ ARGS = ["GSM8K-style grade-school math word problems", "--model", "test/fake", "
 
 def test_plan_matches_the_following_run_within_ten_percent(tmp_path: Path) -> None:
     out = tmp_path / "R"
-    planned = treesynth("plan", *ARGS, "--out", str(out), "--json")
+    planned = treesynth("run", *ARGS, "--out", str(out), "--dry-run", "--json")
     assert planned.returncode == 0, planned.stderr
     plan = json.loads(planned.stdout)
     done = treesynth("run", *ARGS, "--out", str(out), "-q")
@@ -31,7 +31,7 @@ def test_plan_matches_the_following_run_within_ten_percent(tmp_path: Path) -> No
 
 
 def test_analytic_plan_makes_no_call_and_bounds_the_tree(tmp_path: Path) -> None:
-    done = treesynth("plan", *ARGS, "--analytic", "--json", "--out", str(tmp_path / "none"))
+    done = treesynth("run", *ARGS, "--dry-run", "--analytic", "--json", "--out", str(tmp_path / "none"))
     plan = json.loads(done.stdout)
     assert plan["leaves"] == 64 and plan["nodes"] == 85 and plan["analytic"]
     assert not (tmp_path / "none").exists()

@@ -14,10 +14,9 @@ app = typer.Typer(
 
 
 def _register_commands() -> None:
-    from treesynth.cli import plan, run, tree
+    from treesynth.cli import run, tree
 
     run.register(app)
-    plan.register(app)
     tree.register(app)
     try:  # TEMP until the eval command lands
         from treesynth.cli import evaluate

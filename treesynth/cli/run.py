@@ -33,6 +33,11 @@ def run(
     pivots: opt.Pivots = None, samples: opt.Samples = None, samples_per_call: opt.PerCall = None,
     concurrency: opt.Concurrency = None, seed: opt.Seed = None, out: opt.Out = None, config: opt.Config = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Plan only: grow the tree into --out (a later run "
+                                          "reuses it) and print the projected calls, tokens and cost.")] = False,
+    analytic: Annotated[bool, typer.Option(help="With --dry-run: make no LLM call; bound the tree by full "
+                                           "width.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="With --dry-run: print the plan as JSON.")] = False,
 ) -> None:
     """Build the partition tree for TASK and synthesize a dataset at its leaves."""
     with cli_errors():
@@ -40,6 +45,9 @@ def run(
         cfg = opt.build_config(config, role_models=role_model, role_temperatures=role_temperature, model=model,
                                api_base=api_base, depth=depth, width=width, pivots=pivots, samples=samples,
                                samples_per_call=samples_per_call, concurrency=concurrency, seed=seed)
+        if dry_run:
+            _plan(parsed, cfg, out or default_out(parsed), analytic=analytic, as_json=as_json)
+            return
         result = _execute(parsed, cfg, out or default_out(parsed), quiet)
     counts = result.summary["counts"]
     llm = result.summary["llm"]
@@ -48,6 +56,28 @@ def run(
     if result.status != "complete":
         reason = result.summary.get("error") or f"shortfall of {counts['shortfall']} samples"
         fail(f"run is partial ({reason}); re-run the same command to resume", 1)
+
+
+def _plan(task: Task, cfg: Any, out: Path, *, analytic: bool, as_json: bool) -> None:
+    import asyncio
+    import json
+
+    from treesynth.pipeline import TreeSynth
+    from treesynth.planning import analytic_plan, aplan
+    from treesynth.providers import default_model
+
+    if analytic:
+        plan = analytic_plan(cfg, cfg.model.model or default_model())
+    else:
+        plan = asyncio.run(aplan(TreeSynth(cfg), task, out))
+    if as_json:
+        typer.echo(json.dumps(plan.as_dict(), indent=2))
+        return
+    cost = "unknown" if plan.cost_usd is None else f"${plan.cost_usd:.4f}"
+    kind = "upper bound, no calls made" if plan.analytic else f"tree grown into {out}; synthesis projected"
+    typer.echo(f"plan ({kind}): {plan.nodes} nodes, {plan.leaves} leaves, {plan.calls} LLM calls "
+               f"({plan.tree_calls} tree + {plan.leaf_calls} synthesis), ~{plan.prompt_tokens:,} prompt + "
+               f"~{plan.completion_tokens:,} completion tokens, cost {cost}")
 
 
 def _execute(task: Task, cfg: Any, out: Path, quiet: bool) -> Any:
