@@ -42,6 +42,18 @@ def test_bad_options(tmp_path: Path, args: list[str], needles: list[str]) -> Non
     assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
 
 
+def test_missing_key_and_unreachable_api_base(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"}
+    no_key = treesynth("run", "poems", "--model", "openai/gpt-4o-mini", "-q", "--out", str(tmp_path / "a"), env=env)
+    assert_usage_error(no_key, "OPENAI_API_KEY", "environment")
+    closed_port = "http://127.0.0.1:9/v1"  # the discard port: nothing listens there
+    unreachable = treesynth("run", "poems", "--model", "openai/gpt-4o-mini", "--api-base", closed_port, "-q",
+                            "--out", str(tmp_path / "b"), env={**env, "OPENAI_API_KEY": "test"})
+    assert unreachable.returncode == 1
+    line = unreachable.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: cannot reach") and closed_port in line and "resume" in line
+
+
 def test_malformed_yaml_task_and_config(tmp_path: Path) -> None:
     bad = tmp_path / "task.yaml"
     bad.write_text("description: [unclosed\n")

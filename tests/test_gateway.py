@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 import pytest
-from dspy.utils.exceptions import AdapterParseError, LMAuthError, LMRateLimitError, LMServerError
+from dspy.utils.exceptions import AdapterParseError, LMAuthError, LMRateLimitError, LMServerError, LMTransportError
 
 from treesynth.errors import ProviderError
 from treesynth.providers import CallRecord, Gateway, RetryPolicy, make_lm
@@ -56,7 +56,7 @@ def test_retry_after_is_honoured_and_the_slot_is_free_while_sleeping() -> None:
 
 def test_server_errors_and_timeouts_are_retried_then_recorded_as_failures() -> None:
     async def scenario() -> None:
-        gw, records = gateway(attempts=3, timeout=0.05)
+        gw, records = gateway(attempts=3, timeout=0.05, failure_limit=10)
         assert await gw.call("leaf", stage="leaf", node_id="a", seed=1,
                              fn=flaky(LMServerError("500"), LMServerError("500"))) == "ok"
 
@@ -91,14 +91,39 @@ def test_auth_error_stops_at_once_with_a_fix() -> None:
     asyncio.run(scenario())
 
 
-def test_circuit_breaker_after_consecutive_failures() -> None:
+def test_circuit_breaker_after_consecutive_failures_but_not_on_rate_limits() -> None:
     async def scenario() -> None:
         gw, records = gateway(attempts=1, failure_limit=3)
+        for i in range(5):  # rate limits never trip the breaker
+            assert await gw.call("leaf", stage="leaf", node_id=f"r{i}", seed=i,
+                                 fn=flaky(LMRateLimitError("429"))) is None
         for i in range(2):
             assert await gw.call("leaf", stage="leaf", node_id=str(i), seed=i, fn=flaky(LMServerError("x"))) is None
-        with pytest.raises(ProviderError, match="3 consecutive calls"):
+        with pytest.raises(ProviderError, match="3 consecutive attempts"):
             await gw.call("leaf", stage="leaf", node_id="2", seed=2, fn=flaky(LMServerError("x")))
-        assert len(records) == 3
+        assert len(records) == 7
+
+    asyncio.run(scenario())
+
+
+def test_required_calls_stop_the_run_instead_of_degrading_the_tree() -> None:
+    async def scenario() -> None:
+        gw, _ = gateway(attempts=2)
+        assert await gw.call("pivots", stage="pivots", node_id="ok", seed=1, fn=flaky(), required=True) == "ok"
+        with pytest.raises(ProviderError, match="pivots call for node root failed after 2 attempts"):
+            await gw.call("pivots", stage="pivots", node_id="root", seed=1, required=True,
+                          fn=flaky(LMServerError("500"), LMServerError("500")))
+
+    asyncio.run(scenario())
+
+
+def test_unreachable_provider_fails_fast() -> None:
+    async def scenario() -> None:
+        gw, records = gateway(attempts=6, base_delay=5.0)
+        started = time.perf_counter()
+        with pytest.raises(ProviderError, match="cannot reach .* --api-base"):
+            await gw.call("pivots", stage="pivots", node_id="root", seed=1, fn=flaky(LMTransportError("refused")))
+        assert time.perf_counter() - started < 1.0 and not records
 
     asyncio.run(scenario())
 

@@ -171,7 +171,10 @@ class TreeSynth:
                 progress.tree_done = True
                 await planner.finish_tree()
         except* ProviderError as group:
-            stop.append(str(group.exceptions[0]))
+            first: BaseException = group
+            while isinstance(first, BaseExceptionGroup):
+                first = first.exceptions[0]
+            stop.append(str(first))
         return stop[0] if stop else None
 
     def _ledger(self, store: RunStore, progress: Progress, rec: CallRecord) -> None:

@@ -54,8 +54,9 @@ def run(
     typer.echo(f"{result.status}: {counts['samples']}/{counts['target']} samples, {counts['leaves']} leaves, "
                f"{counts['nodes']} nodes, {llm['calls']} LLM calls -> {result.out}")
     if result.status != "complete":
-        reason = result.summary.get("error") or f"shortfall of {counts['shortfall']} samples"
-        fail(f"run is partial ({reason}); re-run the same command to resume", 1)
+        error = result.summary.get("error")
+        fail(error or f"run is partial (shortfall of {counts['shortfall']} samples; see run.json); re-run the "
+             "same command to resume", 1)
 
 
 def _plan(task: Task, cfg: Any, out: Path, *, analytic: bool, as_json: bool) -> None:

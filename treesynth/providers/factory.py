@@ -44,6 +44,14 @@ def _check_litellm_model(model: str) -> None:
         hint = f" (did you mean {', '.join(close)}?)" if close else ""
         raise ConfigError(
             f"unknown model provider {provider!r} in {model!r}{hint}; use a litellm provider/model string")
+    try:
+        missing = litellm.validate_environment(model).get("missing_keys", [])
+    except Exception:  # litellm cannot tell for this provider: let the first call decide
+        missing = []
+    secrets = [key for key in missing if key.endswith(("_KEY", "_TOKEN"))]
+    if secrets:
+        raise ConfigError(f"model {model!r} needs {', '.join(secrets)} in the environment; export it "
+                          "(treesynth reads keys only from the environment) or choose another --model")
 
 
 def make_lm(model: str, *, temperature: float, max_tokens: int, api_base: str | None = None,

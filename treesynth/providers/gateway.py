@@ -17,7 +17,13 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import dspy
-from dspy.utils.exceptions import AdapterParseError, LMAuthError, LMRateLimitError, is_retryable_lm_error
+from dspy.utils.exceptions import (
+    AdapterParseError,
+    LMAuthError,
+    LMRateLimitError,
+    LMTransportError,
+    is_retryable_lm_error,
+)
 
 from treesynth.config import Role
 from treesynth.errors import ProviderError
@@ -25,6 +31,7 @@ from treesynth.providers.limiter import AdaptiveLimiter
 
 T = TypeVar("T")
 MAX_BACKOFF_SECONDS = 60.0
+_UNREACHABLE_MARKERS = ("Connection error", "Connection refused", "Name or service not known", "nodename nor servname")
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +70,7 @@ class _Attempt:
     retry_after: float | None = None
     overloaded: bool = False
     retryable: bool = False
+    unreachable: bool = False
 
 
 class Gateway:
@@ -83,14 +91,21 @@ class Gateway:
         self.policy = policy or RetryPolicy()
         self._on_call = on_call
         self._consecutive_failures = 0
+        self._reached = False
+        self._api_base = next((lm.kwargs.get("api_base") for lm in lms.values() if lm.kwargs.get("api_base")),
+                              "provider default")
 
-    async def call(self, role: Role, *, stage: str, node_id: str, seed: int, fn: CallFn[T]) -> T | None:
+    async def call(self, role: Role, *, stage: str, node_id: str, seed: int, fn: CallFn[T],
+                   required: bool = False) -> T | None:
         """Run ``fn(lm, config)`` for ``role``; ``None`` when the output did not parse or the call failed.
 
         ``config`` carries ``rollout_id == seed`` and the role's temperature. Retryable provider errors
         (rate limits, overload, server errors, timeouts, transport) are retried up to
-        ``policy.attempts`` times; authentication errors raise :class:`ProviderError` at once;
-        ``policy.failure_limit`` consecutive failed calls raise :class:`ProviderError`.
+        ``policy.attempts`` times with the slot released while waiting. :class:`ProviderError` stops the
+        run (resumably) when: authentication fails; the provider was never reached (fail fast on a wrong
+        ``--api-base``); a ``required`` call fails for a provider reason (tree building must not be
+        degraded by an outage); or ``policy.failure_limit`` consecutive attempts fail for reasons other
+        than rate limits (the circuit breaker).
         """
         lm = self.lms[role]
         config = {"rollout_id": seed, "seed": seed, "temperature": lm.kwargs.get("temperature", 1.0)}
@@ -100,6 +115,7 @@ class Gateway:
         retries = 0
         for index in range(self.policy.attempts):
             attempt = await self._attempt(lm, config, fn)
+            self._track_failures(attempt, lm.model)
             if not attempt.retryable or index == self.policy.attempts - 1:
                 break
             retries += 1
@@ -108,7 +124,9 @@ class Gateway:
         cached = attempt.error is None and prompt == completion == 0
         self._on_call(CallRecord(stage, lm.model, node_id, attempt.error is None, attempt.error, prompt, completion,
                                  time.perf_counter() - start, retries, cached))
-        self._track_failures(attempt.error, lm.model)
+        if required and attempt.error not in (None, "parse"):
+            raise ProviderError(f"the {stage} call for node {node_id} failed after {retries + 1} attempts "
+                                f"({attempt.error}); re-run the same command to resume")
         return attempt.result if attempt.error is None else None
 
     async def _attempt(self, lm: dspy.LM, config: dict[str, Any], fn: CallFn[Any]) -> _Attempt:
@@ -126,6 +144,8 @@ class Gateway:
         except Exception as exc:
             outcome.error = f"{type(exc).__name__}: {str(exc)[:200]}"
             outcome.retryable = is_retryable_lm_error(exc)
+            outcome.unreachable = isinstance(exc, LMTransportError) or any(
+                marker in outcome.error for marker in _UNREACHABLE_MARKERS)
             outcome.retry_after = getattr(exc, "retry_after", None)
             outcome.overloaded = isinstance(exc, LMRateLimitError) or getattr(exc, "status", None) in (429, 503, 529)
         finally:
@@ -138,14 +158,20 @@ class Gateway:
         backoff: float = min(self.policy.base_delay * 2**index, MAX_BACKOFF_SECONDS)
         return backoff * jitter.uniform(0.5, 1.5)
 
-    def _track_failures(self, error: str | None, model: str) -> None:
-        if error is None or error == "parse":
+    def _track_failures(self, attempt: _Attempt, model: str) -> None:
+        if attempt.error is None or attempt.error == "parse":
             self._consecutive_failures = 0
+            self._reached = True
             return
+        if attempt.unreachable and not self._reached:
+            raise ProviderError(f"cannot reach {model} ({attempt.error}); check --api-base ({self._api_base}) and "
+                                "the network, then re-run the same command to resume")
+        if attempt.overloaded and attempt.error != "timeout":
+            return  # rate limits are handled by backoff and the adaptive limit, not by the breaker
         self._consecutive_failures += 1
         if self._consecutive_failures >= self.policy.failure_limit:
             raise ProviderError(
-                f"{self._consecutive_failures} consecutive calls to {model} failed (last: {error}); "
+                f"{self._consecutive_failures} consecutive attempts on {model} failed (last: {attempt.error}); "
                 "check the model name, API key and --api-base, then re-run the same command to resume"
             )
 

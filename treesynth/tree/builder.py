@@ -127,7 +127,7 @@ class TreeBuilder:
         subspace = [f"{step.criterion}: {step.value}" for step in drawn]
         pivots = await self._pivots(node, subspace)
         if pivots is None:
-            return {"leaf_reason": "pivot generation failed"}
+            return {"leaf_reason": "pivot answer did not parse"}
         split, attempts, last = await self._split(node, subspace, pivots, [step.criterion for step in path])
         if split is None:
             return {"pivots": pivots, "leaf_reason": f"no valid split after {attempts} attempts: {last}"}
@@ -142,7 +142,7 @@ class TreeBuilder:
                                                    count=self.config.pivots, lm=lm, config=config)
 
         pred = await self.gateway.call("pivots", stage="pivots", node_id=node.id,
-                                       seed=stable_seed(self.seed, node.id, "pivots"), fn=run)
+                                       seed=stable_seed(self.seed, node.id, "pivots"), fn=run, required=True)
         return None if pred is None else list(pred.pivots)
 
     async def _split(self, node: Node, subspace: list[str], pivots: list[str], ancestors: list[str]
@@ -155,7 +155,8 @@ class TreeBuilder:
                     max_groups=min(len(pivots), self.config.width * 2), lm=lm, config=config)
 
             pred = await self.gateway.call("criterion", stage="criterion", node_id=node.id,
-                                           seed=stable_seed(self.seed, node.id, "criterion", attempt), fn=run)
+                                           seed=stable_seed(self.seed, node.id, "criterion", attempt), fn=run,
+                                           required=True)
             if pred is None:
                 last = "unparseable answer"
                 continue
@@ -178,7 +179,8 @@ class TreeBuilder:
                     max_new=self.config.pool_size, lm=lm, config=config)
 
             pred = await self.gateway.call("coverage", stage="coverage", node_id=node.id,
-                                           seed=stable_seed(self.seed, node.id, "coverage", round_index), fn=run)
+                                           seed=stable_seed(self.seed, node.id, "coverage", round_index), fn=run,
+                                           required=True)
             if pred is None:
                 break
             values = merge_values(values, pred.coverage.new_values)
