@@ -10,6 +10,7 @@ from functools import cache
 from typing import Any
 
 from pydantic import BaseModel, Field, create_model
+
 from treesynth.signatures.coverage import Coverage
 from treesynth.signatures.criterion import CriterionSplit, ValueGroup
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from treesynth.signatures import CriterionSplit, ValueGroup
-
 from treesynth.tree.checks import merge_values, repeats_ancestor, split_problems
 
 

@@ -121,7 +121,7 @@ def test_unreachable_provider_fails_fast() -> None:
     async def scenario() -> None:
         gw, records = gateway(attempts=6, base_delay=5.0)
         started = time.perf_counter()
-        with pytest.raises(ProviderError, match="cannot reach .* --api-base"):
+        with pytest.raises(ProviderError, match=r"cannot reach .* --api-base"):
             await gw.call("pivots", stage="pivots", node_id="root", seed=1, fn=flaky(LMTransportError("refused")))
         assert time.perf_counter() - started < 1.0 and not records
 
