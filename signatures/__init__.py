@@ -8,21 +8,27 @@ in pydantic models so that count limits reach the JSON schema and therefore the 
 from treesynth.signatures.coverage import Coverage, CoverSubspace
 from treesynth.signatures.criterion import CriterionSplit, DetermineCriterion, ValueGroup
 from treesynth.signatures.pivots import GeneratePivots
-from treesynth.signatures.shapes import coverage_type, record_type, sample_batch_type, split_type
+from treesynth.signatures.routing import NONE_FITS, Assignment, Assignments, RouteSamples
+from treesynth.signatures.shapes import assignments_type, coverage_type, record_type, sample_batch_type, split_type
 from treesynth.signatures.synthesis import SynthesizeLeaf
 
 SIGNATURE_VERSION = "1"
 """Bumped whenever a signature's fields change; compiled programs record it."""
 
 __all__ = [
+    "NONE_FITS",
     "SIGNATURE_VERSION",
+    "Assignment",
+    "Assignments",
     "CoverSubspace",
     "Coverage",
     "CriterionSplit",
     "DetermineCriterion",
     "GeneratePivots",
+    "RouteSamples",
     "SynthesizeLeaf",
     "ValueGroup",
+    "assignments_type",
     "coverage_type",
     "record_type",
     "sample_batch_type",

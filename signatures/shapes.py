@@ -7,12 +7,13 @@ model. Models are built once per distinct limit (memoized; pure functions of the
 from __future__ import annotations
 
 from functools import cache
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, create_model
 
 from treesynth.signatures.coverage import Coverage
 from treesynth.signatures.criterion import CriterionSplit, ValueGroup
+from treesynth.signatures.routing import Assignment, Assignments
 
 
 @cache
@@ -49,4 +50,16 @@ def coverage_type(max_new: int) -> type[Coverage]:
         f"Coverage{max_new}",
         __base__=Coverage,
         new_values=(list[str], Field(max_length=max_new)),
+    )
+
+
+@cache
+def assignments_type(options: tuple[str, ...], count: int) -> type[Assignments]:
+    """Exactly ``count`` assignments whose value is one of ``options`` (an enum in the JSON schema)."""
+    choice = Literal[options]  # type: ignore[valid-type]
+    item = create_model("Assignment", __base__=Assignment, value=(choice, Field(description="one of the options")))
+    return create_model(
+        f"Assignments{count}",
+        __base__=Assignments,
+        items=(list[item], Field(min_length=count, max_length=count)),  # type: ignore[valid-type]
     )

@@ -10,10 +10,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from treesynth.errors import ConfigError
 
-Role = Literal["pivots", "criterion", "coverage", "leaf"]
-ROLES: tuple[Role, ...] = ("pivots", "criterion", "coverage", "leaf")
+Role = Literal["pivots", "criterion", "coverage", "leaf", "routing"]
+ROLES: tuple[Role, ...] = ("pivots", "criterion", "coverage", "leaf", "routing")
 
-_DEFAULT_TEMPERATURE: dict[str, float] = {"pivots": 1.0, "criterion": 0.7, "coverage": 0.7, "leaf": 1.0}
+_DEFAULT_TEMPERATURE: dict[str, float] = {"pivots": 1.0, "criterion": 0.7, "coverage": 0.7, "leaf": 1.0,
+                                          "routing": 0.3}
 
 
 class _Frozen(BaseModel):

@@ -151,7 +151,7 @@ class TreeSynth:
         def on_pending(node: Node, path: tuple[PathSpec, ...]) -> None:
             planner.add_pending(node.id, node.depth, run.weight(path))
 
-        async def on_expanded(node: Node) -> None:
+        async def on_expanded(node: Node, path: tuple[PathSpec, ...]) -> None:
             progress.nodes += 1
             self.on_progress(progress)
             await planner.resolve(node.id)

@@ -37,6 +37,8 @@ CREATE TABLE IF NOT EXISTS candidates(leaf_id TEXT NOT NULL, call_index INTEGER 
 CREATE TABLE IF NOT EXISTS samples(seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE,
     leaf_id TEXT NOT NULL, norm TEXT NOT NULL UNIQUE, payload TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS samples_leaf ON samples(leaf_id);
+CREATE TABLE IF NOT EXISTS routes(node_id TEXT NOT NULL, item INTEGER NOT NULL, value TEXT, reason TEXT,
+    PRIMARY KEY(node_id, item));
 CREATE TABLE IF NOT EXISTS leaf_state(leaf_id TEXT PRIMARY KEY, exhausted_at INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS calls(seq INTEGER PRIMARY KEY AUTOINCREMENT, stage TEXT, model TEXT, node_id TEXT,
     ok INTEGER, error TEXT, prompt_tokens INTEGER, completion_tokens INTEGER, seconds REAL, retries INTEGER,
@@ -223,6 +225,35 @@ class RunStore:
     def candidate_stats(self) -> dict[str, int]:
         """Candidate counts by status (``new``, ``accepted``, ``duplicate``)."""
         return dict(self._db.execute("SELECT status, COUNT(*) FROM candidates GROUP BY status").fetchall())
+
+    # -- routing (balance) ------------------------------------------------------------------------------
+    def routes(self, node_id: str) -> dict[int, tuple[str | None, str | None]]:
+        """Stored routing of items at ``node_id``: item -> (value or None, reason when unrouted)."""
+        rows = self._db.execute("SELECT item, value, reason FROM routes WHERE node_id=?", (node_id,)).fetchall()
+        return {int(item): (value, reason) for item, value, reason in rows}
+
+    def save_routes(self, node_id: str, routed: dict[int, tuple[str | None, str | None]]) -> None:
+        """Record routing outcomes for ``node_id`` (first write wins)."""
+        with self._tx():
+            self._db.executemany("INSERT OR IGNORE INTO routes VALUES(?, ?, ?, ?)",
+                                 [(node_id, item, value, reason) for item, (value, reason) in routed.items()])
+
+    def route_count(self) -> int:
+        """Routing decisions recorded (one per item per node it was routed at)."""
+        return int(self._db.execute("SELECT COUNT(*) FROM routes").fetchone()[0])
+
+    def add_originals(self, rows: list[tuple[str, str, str, dict[str, Any]]]) -> set[str]:
+        """Insert kept original samples ``(id, leaf_id, norm, payload)``; return ids rejected as duplicates."""
+        duplicates: set[str] = set()
+        with self._tx():
+            for sample_id, leaf_id, norm, payload in rows:
+                if self._db.execute("SELECT 1 FROM samples WHERE id=?", (sample_id,)).fetchone():
+                    continue
+                cur = self._db.execute("INSERT OR IGNORE INTO samples(id, leaf_id, norm, payload) VALUES(?, ?, ?, ?)",
+                                       (sample_id, leaf_id, norm, json.dumps(payload)))
+                if not cur.rowcount:
+                    duplicates.add(sample_id)
+        return duplicates
 
     # -- ledger -----------------------------------------------------------------------------------------
     def record_call(self, record: CallRecord) -> None:

@@ -14,9 +14,10 @@ app = typer.Typer(
 
 
 def _register_commands() -> None:
-    from treesynth.cli import run, tree
+    from treesynth.cli import balance, run, tree
 
     run.register(app)
+    balance.register(app)
     tree.register(app)
     try:  # TEMP until the eval command lands
         from treesynth.cli import evaluate

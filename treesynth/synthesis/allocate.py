@@ -8,7 +8,8 @@ every pending node could still grow into). A safe quota never exceeds the final 
 can start as soon as a leaf's path is final, with no level barrier and no over-generation.
 
 Leaves that use up their call budget (see :func:`call_budget`) are *exhausted*: they keep what they have
-and their shortfall is spread evenly over the other leaves.
+and their shortfall is spread evenly over the other leaves (unless ``redistribute`` is off, as when
+balancing to per-leaf targets).
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ class LeafPlanner:
     have: dict[str, int] = field(default_factory=dict)
     exhausted: dict[str, int] = field(default_factory=dict)
     final: bool = False
+    redistribute: bool = True
     changed: asyncio.Condition = field(default_factory=asyncio.Condition)
     _version: int = 0
     _cached: tuple[int, dict[str, int]] = (-1, {})
@@ -97,7 +99,7 @@ class LeafPlanner:
         shortfall = sum(max(0, base[leaf] - got) for leaf, got in self.exhausted.items())
         quotas = {leaf: min(base[leaf], got) for leaf, got in self.exhausted.items()}
         open_leaves = [leaf for leaf in base if leaf not in self.exhausted]
-        extra = spread(shortfall, open_leaves)
+        extra = spread(shortfall if self.redistribute else 0, open_leaves)
         quotas.update({leaf: base[leaf] + extra[leaf] for leaf in open_leaves})
         return quotas
 

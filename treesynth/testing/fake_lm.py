@@ -6,7 +6,9 @@ answer while different seeds (rollouts) give different answers. Use it as model 
 
 A little noise is deliberate, so that the pipeline's safety nets are exercised: about one criterion
 answer in twelve assigns a pivot twice (a bad split), and about one sample in ten repeats an earlier
-sample of the same batch with different case and punctuation (a normalized duplicate).
+sample of the same batch with different case and punctuation (a normalized duplicate). Routing answers
+are per sample (an option named in the sample's text, else one picked by the text's hash; about one in
+33 is "none fits"), so they do not depend on how samples are batched.
 
 ``TREESYNTH_FAKE_LATENCY_MS`` adds a simulated latency to every call.
 """
@@ -140,6 +142,25 @@ def _coverage(rng: random.Random, schema: dict[str, Any], root: dict[str, Any], 
     return {"new_values": missing, "unbounded": unbounded}
 
 
+def _route(inputs: dict[str, Any]) -> dict[str, Any]:
+    """Per-sample, order-independent routing: an option named in the text, else one chosen by its hash."""
+    options = [str(o) for o in inputs.get("options", [])]
+    real = [o for o in options if o != "none fits"] or options
+    items = []
+    for number, text in enumerate(inputs.get("samples", []), start=1):
+        lowered = str(text).casefold()
+        named = [o for o in real if o.casefold() in lowered]
+        pick = stable_seed(str(text))
+        if named:
+            value = max(named, key=len)
+        elif "none fits" in options and pick % 33 == 0:
+            value = "none fits"
+        else:
+            value = real[pick % len(real)]
+        items.append({"sample": number, "value": value})
+    return {"items": items}
+
+
 def fake_answer(prompt: str, schema: dict[str, Any] | None, seed: int | None) -> str:
     """The fake model's JSON answer to a DSPy JSONAdapter ``prompt`` constrained by ``schema``."""
     inputs = parse_inputs(prompt)
@@ -153,6 +174,8 @@ def fake_answer(prompt: str, schema: dict[str, Any] | None, seed: int | None) ->
             answer[field] = _split(rng, field_schema, root, inputs)
         elif field == "coverage":
             answer[field] = _coverage(rng, field_schema, root, inputs)
+        elif field == "assignments":
+            answer[field] = _route(inputs)
         elif field in ("pivots", "samples"):
             answer[field] = _batch(rng, field_schema, root, inputs, noisy=field == "samples")
         else:

@@ -38,17 +38,42 @@ def child_id(parent_id: str, criterion: str, value: str | None) -> str:
     return stable_hash(parent_id, criterion, value if value is not None else "*")
 
 
+def child_step(parent: Node, child: Node) -> PathSpec:
+    """The path step from ``parent`` to ``child``: a fixed value, or the value pool of an infinite child."""
+    if child.infinite:
+        return PathSpec(criterion=parent.criterion or "", pool=tuple(str(v) for v in child.value or ()))
+    return PathSpec(criterion=parent.criterion or "", value=str(child.value))
+
+
+def leaf_paths(root: Node) -> dict[str, tuple[PathSpec, ...]]:
+    """Every leaf's id and its root-to-leaf path, in pre-order."""
+    found: dict[str, tuple[PathSpec, ...]] = {}
+
+    def walk(node: Node, path: tuple[PathSpec, ...]) -> None:
+        if node.is_leaf:
+            found[node.id] = path
+        for child in node.children:
+            walk(child, (*path, child_step(node, child)))
+
+    walk(root, ())
+    return found
+
+
 LeafCallback = Callable[[Node, tuple[PathSpec, ...]], Awaitable[None]]
+PivotSource = Callable[[Node, list[str]], Awaitable[list[str] | None]]
+"""Supplies a node's pivots from its subspace description; ``None`` when none could be had."""
 PendingCallback = Callable[[Node, tuple[PathSpec, ...]], None]
+ExpandedCallback = Callable[[Node, tuple[PathSpec, ...]], Awaitable[None]]
 
 
 class TreeBuilder:
     """Builds the tree for ``task`` under ``config`` through ``gateway``, persisting into ``store``."""
 
     def __init__(self, modules: TreeModules, gateway: Gateway, store: RunStore, task: Task, config: TreeConfig,
-                 seed: int) -> None:
-        """Wire a builder; see the class docstring."""
+                 seed: int, *, pivot_source: PivotSource | None = None) -> None:
+        """Wire a builder; ``pivot_source`` replaces LLM pivot generation (e.g. real samples when balancing)."""
         self.modules = modules
+        self.pivot_source = pivot_source or self.generate_pivots
         self.gateway = gateway
         self.store = store
         self.task = task
@@ -57,7 +82,7 @@ class TreeBuilder:
         self.root = Node(id="root", depth=0)
 
     async def build(self, *, on_pending: PendingCallback, on_leaf: LeafCallback,
-                    on_expanded: Callable[[Node], Awaitable[None]]) -> Node:
+                    on_expanded: ExpandedCallback) -> Node:
         """Grow the whole tree and return its root.
 
         ``on_pending`` sees every node before it is expanded, ``on_expanded`` every internal node after,
@@ -70,7 +95,7 @@ class TreeBuilder:
         return self.root
 
     def _spawn(self, group: asyncio.TaskGroup, node: Node, path: tuple[PathSpec, ...], on_pending: PendingCallback,
-               on_leaf: LeafCallback, on_expanded: Callable[[Node], Awaitable[None]]) -> None:
+               on_leaf: LeafCallback, on_expanded: ExpandedCallback) -> None:
         async def expand() -> None:
             outcome = self.store.get_node(node.id)
             if outcome is None:
@@ -83,7 +108,7 @@ class TreeBuilder:
             child_paths = self._child_paths(node, path)
             for child, child_path in zip(node.children, child_paths, strict=True):
                 on_pending(child, child_path)
-            await on_expanded(node)
+            await on_expanded(node, path)
             for child, child_path in zip(node.children, child_paths, strict=True):
                 self._spawn(group, child, child_path, on_pending, on_leaf, on_expanded)
 
@@ -91,14 +116,7 @@ class TreeBuilder:
 
     @staticmethod
     def _child_paths(node: Node, path: tuple[PathSpec, ...]) -> list[tuple[PathSpec, ...]]:
-        paths = []
-        for child in node.children:
-            if child.infinite:
-                step = PathSpec(criterion=node.criterion or "", pool=tuple(child.value or ()))
-            else:
-                step = PathSpec(criterion=node.criterion or "", value=str(child.value))
-            paths.append((*path, step))
-        return paths
+        return [(*path, child_step(node, child)) for child in node.children]
 
     def _apply(self, node: Node, outcome: dict[str, Any]) -> None:
         node.pivots = list(outcome.get("pivots", []))
@@ -123,9 +141,8 @@ class TreeBuilder:
             values = merge_values([], first.values)
             return {"criterion": first.criterion, "values": values, "infinite": len(values) > self.config.width,
                     "predefined": True}
-        drawn = (step.draw(stable_seed(self.seed, node.id, i)) for i, step in enumerate(path))
-        subspace = [f"{step.criterion}: {step.value}" for step in drawn]
-        pivots = await self._pivots(node, subspace)
+        subspace = self.subspace(node, path)
+        pivots = await self.pivot_source(node, subspace)
         if pivots is None:
             return {"leaf_reason": "pivot answer did not parse"}
         split, attempts, last = await self._split(node, subspace, pivots, [step.criterion for step in path])
@@ -136,10 +153,16 @@ class TreeBuilder:
         return {"pivots": pivots, "criterion": split[0], "values": values[: self.config.pool_size] if infinite
                 else values, "infinite": infinite, "split_attempts": attempts}
 
-    async def _pivots(self, node: Node, subspace: list[str]) -> list[str] | None:
+    def subspace(self, node: Node, path: tuple[PathSpec, ...]) -> list[str]:
+        """The node's constraints as ``criterion: value`` lines (infinite steps drawn with the node's seed)."""
+        drawn = (step.draw(stable_seed(self.seed, node.id, i)) for i, step in enumerate(path))
+        return [f"{step.criterion}: {step.value}" for step in drawn]
+
+    async def generate_pivots(self, node: Node, subspace: list[str], count: int | None = None) -> list[str] | None:
+        """``count`` (default: the configured number) LLM-generated pivots for ``node``."""
         async def run(lm: Any, config: dict[str, Any]) -> Any:
             return await self.modules.pivots.acall(task=self.task.description, subspace=subspace,
-                                                   count=self.config.pivots, lm=lm, config=config)
+                                                   count=count or self.config.pivots, lm=lm, config=config)
 
         pred = await self.gateway.call("pivots", stage="pivots", node_id=node.id,
                                        seed=stable_seed(self.seed, node.id, "pivots"), fn=run, required=True)

@@ -1,0 +1,173 @@
+"""Balancing an existing, strongly skewed dataset."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import pytest
+from support import ScriptedEngine, read_jsonl, scripted_lms
+from test_cli_errors import assert_usage_error
+from test_run_e2e import treesynth
+
+from treesynth.balance import BalanceTarget
+from treesynth.balance.routing import check_assignments
+from treesynth.balancing import Balancer
+from treesynth.config import RunConfig
+from treesynth.models import FirstSplit, Task
+from treesynth.testing.fake_lm import fake_answer
+
+TASK = Task(description="grade-school math word problems",
+            first_split=FirstSplit(criterion="difficulty", values=["easy", "medium", "hard"]))
+
+
+def skewed(path: Path, n: int = 2400, seed: int = 0) -> Path:
+    rng = random.Random(seed)
+    with path.open("w") as handle:
+        for i in range(n):
+            level = rng.choices(["easy", "medium", "hard"], [85, 12, 3])[0]
+            op = rng.choices(["addition", "subtraction", "multiplication", "division"], [70, 20, 5, 5])[0]
+            handle.write(json.dumps({"uid": i, "text": f"A {level} {op} problem, case {i}.", "meta": {"k": i % 7}})
+                         + "\n")
+    return path
+
+
+def config(**extra: Any) -> RunConfig:
+    base = {"model.model": "test/fake", "tree.depth": 2, "tree.width": 4, "tree.pivots": 6,
+            "synthesis.samples_per_call": 5}
+    return RunConfig().with_overrides({**base, **extra})
+
+
+@pytest.fixture(scope="module")
+def balanced(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict[str, Any]]:
+    root = tmp_path_factory.mktemp("balance")
+    data = skewed(root / "data.jsonl")
+    digest = hashlib.sha256(data.read_bytes()).hexdigest()
+    result = Balancer(config()).balance(data, TASK, root / "out", BalanceTarget(per_leaf=100))
+    assert hashlib.sha256(data.read_bytes()).hexdigest() == digest, "the input file was modified"
+    return data, root / "out", result.summary
+
+
+def test_every_leaf_reaches_its_target_and_entropy_rises(balanced: tuple[Path, Path, dict[str, Any]]) -> None:
+    _, out, summary = balanced
+    counts = summary["counts"]
+    assert summary["status"] == "complete"
+    rows = read_jsonl(out / "balanced.jsonl")
+    per_leaf: dict[str, int] = {}
+    for row in rows:
+        per_leaf[row["leaf_id"]] = per_leaf.get(row["leaf_id"], 0) + 1
+    assert set(per_leaf.values()) == {100} and len(per_leaf) == counts["leaves"]
+    assert counts["synthesized"] > 0, "the 3% 'hard' branch must have been topped up"
+    before, after = summary["distribution"]["before"], summary["distribution"]["after"]
+    assert after["normalized_entropy"] > before["normalized_entropy"] + 0.2
+    assert after["gini"] < before["gini"]
+
+
+def test_every_input_record_is_accounted_for(balanced: tuple[Path, Path, dict[str, Any]]) -> None:
+    data, out, summary = balanced
+    counts = summary["counts"]
+    assert counts["kept"] + counts["downsampled"] + counts["duplicate"] + counts["unrouted"] == counts["input"] == 2400
+    routing = read_jsonl(out / "routing.jsonl")
+    assert [r["line"] for r in routing] == list(range(1, 2401))
+    assert sum(r["status"] == "unrouted" for r in routing) == counts["unrouted"] == len(read_jsonl(out / "unrouted.jsonl"))
+    originals = {json.dumps(json.loads(line), sort_keys=True) for line in data.read_text().splitlines()}
+    for row in read_jsonl(out / "balanced.jsonl"):
+        assert row["origin"] in ("original", "synthesized") and row["path"]
+        if row["origin"] == "original":
+            verbatim = {k: v for k, v in row.items() if k not in ("origin", "leaf_id", "path")}
+            assert json.dumps(verbatim, sort_keys=True) in originals
+        else:
+            assert set(row) == {"text", "origin", "leaf_id", "path"}
+
+
+def test_routing_is_batched(balanced: tuple[Path, Path, dict[str, Any]]) -> None:
+    _, out, summary = balanced
+    assert summary["routing"]["calls_per_sample_per_level"] < 0.1
+    assert (out / "report.md").read_text().count("|") > 10 and (out / "leaf_distribution.png").stat().st_size > 1000
+
+
+def test_resume_routes_nothing_twice(balanced: tuple[Path, Path, dict[str, Any]]) -> None:
+    data, out, summary = balanced
+    again = Balancer(config()).balance(data, TASK, out, BalanceTarget(per_leaf=100)).summary
+    assert again["llm"]["calls"] == summary["llm"]["calls"]
+    assert again["counts"] == summary["counts"]
+
+
+def test_routing_is_order_independent(balanced: tuple[Path, Path, dict[str, Any]], tmp_path: Path) -> None:
+    data, out, _ = balanced
+    lines = data.read_text().splitlines()
+    random.Random(3).shuffle(lines)
+    shuffled = tmp_path / "shuffled.jsonl"
+    shuffled.write_text("\n".join(lines) + "\n")
+    first = Balancer(config()).balance(data, TASK, tmp_path / "a", BalanceTarget(per_leaf=10), tree=out / "tree.json")
+    second = Balancer(config()).balance(shuffled, TASK, tmp_path / "b", BalanceTarget(per_leaf=10),
+                                        tree=out / "tree.json")
+    assert first.summary["counts"]["unrouted"] == second.summary["counts"]["unrouted"]
+
+    def leaves(run: Path, source: Path) -> dict[int, str | None]:
+        uids = [json.loads(line)["uid"] for line in source.read_text().splitlines()]
+        return {uids[r["line"] - 1]: r.get("leaf_id") for r in read_jsonl(run / "routing.jsonl")}
+
+    assert leaves(tmp_path / "a", data) == leaves(tmp_path / "b", shuffled)
+
+
+def test_bad_replies_are_retried_not_lost(balanced: tuple[Path, Path, dict[str, Any]], tmp_path: Path) -> None:
+    data, out, _ = balanced
+    corrupted = {"n": 0}
+
+    def sloppy(prompt: str, schema: dict[str, Any] | None, seed: int | None) -> str:
+        answer = json.loads(fake_answer(prompt, schema, seed))
+        if "assignments" in answer and corrupted["n"] < 40:
+            corrupted["n"] += 1
+            items = answer["assignments"]["items"]
+            items[1] = dict(items[0])                      # a duplicated id (and a dropped one)
+            items[2] = {**items[2], "sample": 999}          # an invented id
+        return json.dumps(answer)
+
+    clean = Balancer(config()).balance(data, TASK, tmp_path / "clean", BalanceTarget(per_leaf=10),
+                                       tree=out / "tree.json")
+    noisy = Balancer(config(), lms=scripted_lms(ScriptedEngine(sloppy))).balance(
+        data, TASK, tmp_path / "noisy", BalanceTarget(per_leaf=10), tree=out / "tree.json")
+    assert corrupted["n"] == 40
+    assert noisy.summary["counts"]["unrouted"] == clean.summary["counts"]["unrouted"]
+    assert read_jsonl(tmp_path / "noisy" / "routing.jsonl") == read_jsonl(tmp_path / "clean" / "routing.jsonl")
+    assert noisy.summary["routing"]["calls"] > clean.summary["routing"]["calls"]
+
+
+def test_check_assignments() -> None:
+    valid, retry = check_assignments([1, 2, 3, 4], [(1, "a"), (2, "b"), (2, "a"), (9, "a"), (4, "zzz")], ["a", "b"])
+    assert valid == {1: "a"} and retry == [2, 3, 4]
+
+
+def test_structured_records_keep_their_fields(tmp_path: Path) -> None:
+    data = tmp_path / "qa.jsonl"
+    with data.open("w") as handle:
+        for i in range(60):
+            handle.write(json.dumps({"question": f"easy question {i}?", "answer": str(i), "n": i}) + "\n")
+    result = Balancer(config(**{"tree.depth": 1})).balance(data, TASK, tmp_path / "o", BalanceTarget(per_leaf=8),
+                                                           text_field="{question} {answer}")
+    rows = read_jsonl(tmp_path / "o" / "balanced.jsonl")
+    assert len(rows) == 24 and result.summary["counts"]["synthesized"] == 16  # medium and hard were empty
+    assert all({"question", "answer"} <= set(r) for r in rows)
+
+
+def test_bad_inputs(balanced: tuple[Path, Path, dict[str, Any]], tmp_path: Path) -> None:
+    data, out, _ = balanced
+    args = ["balance", str(data), "--model", "test/fake", "--depth", "2"]
+    assert_usage_error(treesynth(*args, "--task", "math", "--per-leaf", "5", "--field", "nope", "--out",
+                                 str(tmp_path / "a")), "missing field 'nope'", ":1:")
+    not_jsonl = tmp_path / "data.csv"
+    not_jsonl.write_text("a,b\n1,2\n")
+    assert_usage_error(treesynth("balance", str(not_jsonl), "--task", "math", "--per-leaf", "5", "--model",
+                                 "test/fake", "--out", str(tmp_path / "b")), "not valid JSON", ":1:")
+    assert_usage_error(treesynth(*args, "--task", "poems", "--tree", str(out / "tree.json"), "--per-leaf", "5",
+                                 "--out", str(tmp_path / "c")), "built for the task")
+    assert_usage_error(treesynth(*args, "--task", "math", "--total", "0", "--out", str(tmp_path / "d")),
+                       "at least 1")
+    before = (out / "balanced.jsonl").read_bytes()
+    assert_usage_error(treesynth(*args, "--task", "other data", "--per-leaf", "5", "--out", str(out)),
+                       "different task")
+    assert (out / "balanced.jsonl").read_bytes() == before

@@ -1,0 +1,55 @@
+"""The dataset to balance: records kept verbatim, plus the text each is routed by."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from treesynth.errors import DataError
+from treesynth.metrics.data import TextSelector, iter_jsonl
+
+RESERVED = ("origin", "leaf_id", "path")
+"""Keys balance adds to every output record; an input field with one of these names is refused."""
+
+
+@dataclass(frozen=True)
+class InputRecord:
+    """One input line: its number, the record as read, and the text used for routing."""
+
+    line: int
+    record: dict[str, Any]
+    text: str
+
+
+@dataclass
+class InputDataset:
+    """A loaded dataset and how its texts were chosen."""
+
+    path: Path
+    records: list[InputRecord]
+    selector: str
+    template_fields: list[str] = field(default_factory=list)
+    sha256: str = ""
+
+    @property
+    def text_fields(self) -> list[str]:
+        """The fields synthesized records carry: the template's fields, or the one text field."""
+        return self.template_fields or [self.selector]
+
+
+def load_input(path: Path, field_spec: str | None) -> InputDataset:
+    """Read ``path`` (JSONL) with line-numbered errors; pick the routing text with ``field_spec``."""
+    if path.is_dir():
+        raise DataError(f"{path} is a directory; pass a JSONL file of records")
+    selector = TextSelector(field_spec)
+    records: list[InputRecord] = []
+    for lineno, obj in iter_jsonl(path):
+        if not records:
+            selector = selector.resolve(path, lineno, obj)
+        if clash := [key for key in RESERVED if key in obj]:
+            raise DataError(f"{path}:{lineno}: field {clash[0]!r} is reserved for balance output; rename it")
+        records.append(InputRecord(lineno, obj, selector.text(path, lineno, obj)))
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    return InputDataset(path, records, selector.describe(), list(selector.template_fields), digest)

@@ -1,0 +1,117 @@
+"""Batched routing of existing samples to a node's children, checked id by id.
+
+Each call classifies up to ``batch_size`` samples. A reply must return every sample number exactly once
+with one of the node's options; numbers that are missing, duplicated or invented are routed again in a
+later round (a bounded number of rounds), never silently dropped. Batches are formed from sorted item
+numbers, so the outcome per sample does not depend on the input order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from typing import Any
+
+import dspy
+
+from treesynth.models import Node, Task, stable_hash, stable_seed
+from treesynth.providers.gateway import Gateway
+from treesynth.signatures import NONE_FITS, RouteSamples, assignments_type
+from treesynth.store import RunStore
+
+ROUTING_ROUNDS = 3
+Routed = dict[int, tuple[str | None, str | None]]
+"""item -> (value taken, or None when unrouted; reason when unrouted)."""
+
+
+class SampleRouter(dspy.Module):
+    """Classifies a batch of samples by one criterion. Owns its predictor once (compilable)."""
+
+    def __init__(self) -> None:
+        """Create the module and its single predictor."""
+        super().__init__()
+        self.route = dspy.Predict(RouteSamples)
+
+    async def aforward(self, task: str, subspace: list[str], criterion: str, options: list[str],
+                       samples: list[str], **call: Any) -> dspy.Prediction:
+        """Return ``Prediction(assignments=[(number, value), ...])`` as the model answered."""
+        signature = self.route.signature.with_updated_fields(
+            "assignments", type_=assignments_type(tuple(options), len(samples)))
+        pred = await self.route.acall(signature=signature, task=task, subspace=subspace, criterion=criterion,
+                                      options=options, samples=samples, **call)
+        return dspy.Prediction(assignments=[(a.sample, a.value) for a in pred.assignments.items])
+
+
+def check_assignments(numbers: list[int], answer: list[tuple[int, str]], options: list[str]
+                      ) -> tuple[dict[int, str], list[int]]:
+    """Split a reply into valid assignments and the batch numbers to route again.
+
+    A number is valid when it was asked for, appears exactly once and takes a known option.
+    """
+    counts = Counter(n for n, _ in answer)
+    asked = set(numbers)
+    valid = {n: v for n, v in answer if n in asked and counts[n] == 1 and v in options}
+    return valid, [n for n in numbers if n not in valid]
+
+
+class Router:
+    """Routes items (dataset line indexes) at a node to its children, persisting every outcome."""
+
+    def __init__(self, module: SampleRouter, gateway: Gateway, store: RunStore, task: Task, texts: list[str],
+                 seed: int, batch_size: int = 20) -> None:
+        """Wire a router over ``texts`` (indexed by item)."""
+        self.module = module
+        self.gateway = gateway
+        self.store = store
+        self.task = task
+        self.texts = texts
+        self.seed = seed
+        self.batch_size = batch_size
+        self.routing_calls = 0
+
+    async def route(self, node: Node, subspace: list[str], items: list[int]) -> Routed:
+        """Route ``items`` at ``node`` (internal) to a child value, ``None`` for none-fits or failure."""
+        done = self.store.routes(node.id)
+        pending = sorted(i for i in items if i not in done)
+        if pending:
+            options = self._options(node)
+            routed: Routed = {}
+            for round_index in range(ROUTING_ROUNDS):
+                batches = [pending[i:i + self.batch_size] for i in range(0, len(pending), self.batch_size)]
+                results = await asyncio.gather(*(self._batch(node, subspace, options, b, round_index)
+                                                 for b in batches))
+                pending = []
+                for batch_routed, retry in results:
+                    routed.update(batch_routed)
+                    pending.extend(retry)
+                if not pending:
+                    break
+            routed.update(dict.fromkeys(pending, (None, "routing failed")))
+            self.store.save_routes(node.id, routed)
+            done = self.store.routes(node.id)
+        return {i: done[i] for i in items}
+
+    @staticmethod
+    def _options(node: Node) -> list[str]:
+        if node.children and node.children[0].infinite:
+            values = [str(v) for v in node.children[0].value or []]
+        else:
+            values = [str(child.value) for child in node.children]
+        return [*values, NONE_FITS]
+
+    async def _batch(self, node: Node, subspace: list[str], options: list[str], items: list[int],
+                     round_index: int) -> tuple[Routed, list[int]]:
+        numbers = list(range(1, len(items) + 1))
+        seed = stable_seed(self.seed, node.id, "route", stable_hash(items), round_index)
+
+        async def run(lm: Any, config: dict[str, Any]) -> Any:
+            return await self.module.acall(task=self.task.description, subspace=subspace,
+                                           criterion=node.criterion or "", options=options,
+                                           samples=[self.texts[i] for i in items], lm=lm, config=config)
+
+        self.routing_calls += 1
+        pred = await self.gateway.call("routing", stage="routing", node_id=node.id, seed=seed, fn=run)
+        valid, retry = check_assignments(numbers, pred.assignments if pred is not None else [], options)
+        routed: Routed = {items[n - 1]: (None, "none fits") if v == NONE_FITS else (v, None)
+                          for n, v in valid.items()}
+        return routed, [items[n - 1] for n in retry]

@@ -1,0 +1,291 @@
+"""Balance an existing dataset: task -> tree (pivots from the data) -> routing -> targets -> top-up -> output.
+
+:class:`Balancer` builds a TreeSynth tree whose pivots at each node are the dataset's own samples routed
+there (generated pivots only fill in where a subspace holds too few), routes every sample top-down to
+one leaf in batches, keeps at most the target per leaf (seeded downsampling), and tops sparse leaves up
+with leaf synthesis that is shown the leaf's existing samples. Every input line is accounted for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import dspy
+
+from treesynth.balance.dataset import InputDataset, load_input
+from treesynth.balance.report import write_report
+from treesynth.balance.routing import Router, SampleRouter
+from treesynth.balance.targets import BalanceTarget, choose_kept
+from treesynth.config import Role, RunConfig
+from treesynth.errors import ConfigError
+from treesynth.models import Node, PathSpec, PathStep, Task, Tree, normalize, stable_hash, stable_seed
+from treesynth.program import TreeSynthProgram
+from treesynth.providers import Gateway, RetryPolicy, make_role_lms
+from treesynth.store import RunStore, write_atomic, write_jsonl_atomic
+from treesynth.summary import priced_ledger, versions
+from treesynth.synthesis.allocate import LeafPlanner
+from treesynth.synthesis.filler import Leaf, LeafFiller
+from treesynth.tree.builder import TreeBuilder, child_step, leaf_paths
+
+
+@dataclass
+class _Placement:
+    """Where routing put the dataset's items."""
+
+    members: dict[str, list[int]] = field(default_factory=lambda: {"root": []})
+    steps: dict[int, list[PathStep]] = field(default_factory=dict)
+    unrouted: dict[int, tuple[str, str]] = field(default_factory=dict)
+
+    def distribute(self, node: Node, routed: dict[int, tuple[str | None, str | None]]) -> None:
+        by_value = {str(child.value): child for child in node.children if not child.infinite}
+        for item, (value, reason) in routed.items():
+            if value is None:
+                self.unrouted[item] = (node.id, reason or "none fits")
+                continue
+            child = node.children[0] if node.children[0].infinite else by_value[value]
+            self.members.setdefault(child.id, []).append(item)
+            self.steps.setdefault(item, []).append(PathStep(criterion=node.criterion or "", value=value))
+
+
+@dataclass
+class BalanceResult:
+    """Where the balanced dataset went and what happened to every input line."""
+
+    out: Path
+    tree: Tree
+    summary: dict[str, Any]
+
+
+class Balancer:
+    """Balance a JSONL dataset over a TreeSynth tree. See the module docstring.
+
+    Args:
+        config: Run configuration (tree shape, models, seed); ``synthesis`` sets the top-up call size.
+        lms: Optional LM per role (``routing`` included); built from ``config.model`` when omitted.
+        program: Optional (compiled) program; a fresh one when omitted.
+        batch_size: Samples routed per LLM call.
+    """
+
+    def __init__(self, config: RunConfig | None = None, *, lms: dict[Role, dspy.LM] | None = None,
+                 program: TreeSynthProgram | None = None, batch_size: int = 20) -> None:
+        """Create a balancer; see the class docstring."""
+        self.config = config or RunConfig()
+        self.lms = lms
+        self.program = program or TreeSynthProgram()
+        self.router_module = SampleRouter()
+        self.batch_size = batch_size
+
+    def balance(self, data: Path, task: Task | str, out: Path, target: BalanceTarget, *,
+                text_field: str | None = None, tree: Path | None = None) -> BalanceResult:
+        """Sync facade over :meth:`abalance`."""
+        return asyncio.run(self.abalance(data, task, out, target, text_field=text_field, tree=tree))
+
+    async def abalance(self, data: Path, task: Task | str, out: Path, target: BalanceTarget, *,
+                       text_field: str | None = None, tree: Path | None = None) -> BalanceResult:
+        """Balance ``data`` into ``out`` (resumable); ``tree`` reuses an existing ``tree.json``."""
+        dataset = load_input(data, text_field)
+        base = task if isinstance(task, Task) else Task.from_arg(task)
+        task = Task(description=base.description, fields={f: f for f in dataset.template_fields},
+                    first_split=base.first_split)
+        given = _load_tree(tree, task) if tree else None
+        store = RunStore.open(Path(out), self._identity(task, dataset, target, tree))
+        started = time.time()
+        try:
+            with dspy.context(adapter=dspy.JSONAdapter(), track_usage=True):
+                return await self._run(task, dataset, target, given, store, started)
+        finally:
+            store.close()
+
+    def _identity(self, task: Task, dataset: InputDataset, target: BalanceTarget, tree: Path | None
+                  ) -> dict[str, Any]:
+        return {"task": task.model_dump(mode="json"), "data": dataset.sha256, "field": dataset.selector,
+                "tree": self.config.tree.model_dump(mode="json") if tree is None else stable_hash(tree.read_text()),
+                "seed": self.config.seed, "target": repr(target)}
+
+    async def _run(self, task: Task, dataset: InputDataset, target: BalanceTarget, given: Node | None,
+                   store: RunStore, started: float) -> BalanceResult:
+        cfg = self.config
+        gateway = Gateway(self.lms or make_role_lms(cfg.model), concurrency=cfg.concurrency,
+                          on_call=store.record_call,
+                          policy=RetryPolicy(attempts=cfg.model.attempts, timeout=cfg.model.timeout,
+                                             failure_limit=cfg.model.failure_limit))
+        texts = [r.text for r in dataset.records]
+        router = Router(self.router_module, gateway, store, task, texts, cfg.seed, self.batch_size)
+        placement = _Placement(members={"root": list(range(len(texts)))})
+        builder = TreeBuilder(self.program.tree_modules(), gateway, store, task, cfg.tree, cfg.seed,
+                              pivot_source=lambda node, subspace: self._pivots(builder, placement, texts, node,
+                                                                               subspace))
+
+        async def on_expanded(node: Node, path: tuple[PathSpec, ...]) -> None:
+            items = placement.members.get(node.id, [])
+            placement.distribute(node, await router.route(node, builder.subspace(node, path), items))
+
+        if given is None:
+            root = await builder.build(on_pending=lambda n, p: None, on_leaf=_no_leaf, on_expanded=on_expanded)
+        else:
+            root = given
+            await _route_given(root, (), on_expanded)
+        quotas = target.quotas(list(leaf_paths(root)))
+        kept, status = self._keep(root, placement, quotas, dataset, store)
+        await self._top_up(task, root, quotas, gateway, store)
+        return self._export(task, dataset, root, placement, quotas, kept, status, store, router, started)
+
+    async def _pivots(self, builder: TreeBuilder, placement: _Placement, texts: list[str], node: Node,
+                      subspace: list[str]) -> list[str] | None:
+        items = placement.members.get(node.id, [])
+        want = self.config.tree.pivots
+        chosen = sorted(random.Random(stable_seed(self.config.seed, node.id, "pivots")).sample(
+            items, min(want, len(items))))
+        real = [texts[i] for i in chosen]
+        if len(real) >= want:
+            return real
+        generated = await builder.generate_pivots(node, subspace, want - len(real))
+        pivots = real + (generated or [])
+        return pivots if len(pivots) >= 2 else None
+
+    def _keep(self, root: Node, placement: _Placement, quotas: dict[str, int], dataset: InputDataset,
+              store: RunStore) -> tuple[dict[str, list[int]], dict[int, str]]:
+        kept: dict[str, list[int]] = {}
+        status: dict[int, str] = {}
+        rows = []
+        for leaf in root.leaves():
+            items = placement.members.get(leaf.id, [])
+            kept[leaf.id] = choose_kept(items, quotas.get(leaf.id, 0), self.config.seed, leaf.id)
+            status.update(dict.fromkeys(items, "downsampled"))
+            for item in kept[leaf.id]:
+                record = dataset.records[item]
+                payload = {"id": f"orig-{record.line}", "leaf_id": leaf.id, "origin": "original",
+                           "line": record.line, "text": record.text,
+                           "path": [s.model_dump() for s in placement.steps.get(item, [])]}
+                rows.append((payload["id"], leaf.id, normalize(record.text) or payload["id"], payload))
+                status[item] = "kept"
+        item_of_line = {record.line: item for item, record in enumerate(dataset.records)}
+        for sample_id in store.add_originals(rows):
+            status[item_of_line[int(sample_id.removeprefix("orig-"))]] = "duplicate"
+        status.update(dict.fromkeys(placement.unrouted, "unrouted"))
+        return kept, status
+
+    async def _top_up(self, task: Task, root: Node, quotas: dict[str, int], gateway: Gateway, store: RunStore) -> None:
+        total = sum(quotas.values())
+        planner = LeafPlanner(total=total, level_weight=1.0, max_depth=0, redistribute=False)
+        paths = leaf_paths(root)
+        for leaf_id in paths:
+            await planner.resolve(leaf_id, float(quotas.get(leaf_id, 0)), have=store.leaf_sample_count(leaf_id),
+                                  exhausted_at=store.exhausted_at(leaf_id))
+        await planner.finish_tree()
+        filler = LeafFiller(self.program.leaf, gateway, store, planner, task, self.config.synthesis, self.config.seed,
+                            on_progress=lambda: None)
+        await asyncio.gather(*(filler.fill(Leaf(leaf_id, path)) for leaf_id, path in paths.items()))
+
+    def _export(self, task: Task, dataset: InputDataset, root: Node, placement: _Placement, quotas: dict[str, int],
+                kept: dict[str, list[int]], status: dict[int, str], store: RunStore, router: Router,
+                started: float) -> BalanceResult:
+        out = store.out
+        counts = store.sample_counts()
+        for leaf in root.leaves():
+            leaf.samples, leaf.quota = counts.get(leaf.id, 0), quotas.get(leaf.id, 0)
+        tree = Tree(task=task, config=self.config.model_dump(mode="json"), root=root)
+        write_atomic(out / "tree.json", tree.model_dump_json(indent=2))
+        n_out = write_jsonl_atomic(out / "balanced.jsonl", _balanced_rows(store, dataset))
+        write_jsonl_atomic(out / "routing.jsonl", _routing_rows(dataset, placement, status))
+        write_jsonl_atomic(out / "unrouted.jsonl", (dataset.records[i].record for i in sorted(placement.unrouted)))
+        before = {leaf.id: len(placement.members.get(leaf.id, [])) for leaf in root.leaves()}
+        summary = _summary(task, dataset, tree, status, n_out, quotas, before, counts, store, router, started,
+                           self.config)
+        write_atomic(out / "run.json", json.dumps(summary, indent=2, ensure_ascii=False))
+        write_report(out, summary, before, counts)
+        return BalanceResult(out=out, tree=tree, summary=summary)
+
+
+async def _no_leaf(node: Node, path: tuple[PathSpec, ...]) -> None:
+    return None
+
+
+async def _route_given(node: Node, path: tuple[PathSpec, ...], on_expanded: Any) -> None:
+    if node.is_leaf:
+        return
+    await on_expanded(node, path)
+    await asyncio.gather(*(_route_given(child, (*path, child_step(node, child)), on_expanded)
+                           for child in node.children))
+
+
+def _load_tree(path: Path, task: Task) -> Node:
+    try:
+        tree = Tree.model_validate_json(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"--tree {path} does not exist") from None
+    except ValueError as exc:
+        raise ConfigError(f"--tree {path} is not a treesynth tree.json ({str(exc).splitlines()[0]})") from None
+    if normalize(tree.task.description) != normalize(task.description):
+        raise ConfigError(f"--tree {path} was built for the task {tree.task.description!r}; pass that --task or "
+                          "omit --tree to build a new tree")
+    for node in tree.root.walk():
+        node.samples = node.quota = 0
+    return tree.root
+
+
+def _balanced_rows(store: RunStore, dataset: InputDataset) -> Any:
+    by_line = {r.line: r.record for r in dataset.records}
+    fields = dataset.text_fields
+    for sample in store.samples():
+        meta = {"origin": sample.get("origin", "synthesized"), "leaf_id": sample["leaf_id"], "path": sample["path"]}
+        if meta["origin"] == "original":
+            yield {**by_line[sample["line"]], **meta}
+        elif "fields" in sample:
+            yield {**sample["fields"], **meta}
+        else:
+            yield {fields[0]: sample["text"], **meta}
+
+
+def _routing_rows(dataset: InputDataset, placement: _Placement, status: dict[int, str]) -> Any:
+    leaf_of = {item: leaf for leaf, items in placement.members.items() for item in items}
+    for item, record in enumerate(dataset.records):
+        row: dict[str, Any] = {"line": record.line, "status": status.get(item, "unrouted"),
+                               "path": [s.model_dump() for s in placement.steps.get(item, [])]}
+        if item in placement.unrouted:
+            row["stopped_at"], row["reason"] = placement.unrouted[item]
+        else:
+            row["leaf_id"] = leaf_of.get(item)
+        yield row
+
+
+def _summary(task: Task, dataset: InputDataset, tree: Tree, status: dict[int, str], n_out: int,
+             quotas: dict[str, int], before: dict[str, int], after: dict[str, int], store: RunStore, router: Router,
+             started: float, config: RunConfig) -> dict[str, Any]:
+    from treesynth.metrics.structure import gini, normalized_entropy
+
+    tally = {name: sum(1 for s in status.values() if s == name)
+             for name in ("kept", "downsampled", "duplicate", "unrouted")}
+    synthesized = n_out - tally["kept"]
+    decisions = store.route_count()
+    shortfall = sum(max(0, q - after.get(leaf, 0)) for leaf, q in quotas.items())
+    ledger = priced_ledger(store)
+    routing_calls = sum(r["calls"] for r in ledger["by_stage"] if r["stage"] == "routing")
+
+    def distribution(counts: dict[str, int]) -> dict[str, Any]:
+        values = [counts.get(leaf, 0) for leaf in before]
+        return {"normalized_entropy": normalized_entropy(values), "gini": gini(values),
+                "empty_leaves": sum(1 for v in values if v == 0), "samples": sum(values)}
+
+    return {
+        "status": "complete" if shortfall == 0 else "partial",
+        "task": task.model_dump(mode="json"),
+        "input": {"path": str(dataset.path), "records": len(dataset.records), "field": dataset.selector},
+        "counts": {"input": len(dataset.records), **tally, "synthesized": synthesized, "output": n_out,
+                   "leaves": len(before), "nodes": tree.node_count(), "target": sum(quotas.values()),
+                   "shortfall": shortfall},
+        "distribution": {"before": distribution(before), "after": distribution(after)},
+        "routing": {"calls": routing_calls, "decisions": decisions,
+                    "calls_per_sample_per_level": round(routing_calls / decisions, 4) if decisions else 0.0},
+        "llm": ledger,
+        "allocation": {"quota": quotas},
+        "timings": {"seconds_this_session": round(time.time() - started, 3)},
+        "config": config.model_dump(mode="json"),
+        "versions": versions(),
+    }
