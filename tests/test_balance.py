@@ -72,7 +72,8 @@ def test_every_input_record_is_accounted_for(balanced: tuple[Path, Path, dict[st
     assert counts["kept"] + counts["downsampled"] + counts["duplicate"] + counts["unrouted"] == counts["input"] == 2400
     routing = read_jsonl(out / "routing.jsonl")
     assert [r["line"] for r in routing] == list(range(1, 2401))
-    assert sum(r["status"] == "unrouted" for r in routing) == counts["unrouted"] == len(read_jsonl(out / "unrouted.jsonl"))
+    unrouted = sum(r["status"] == "unrouted" for r in routing)
+    assert unrouted == counts["unrouted"] == len(read_jsonl(out / "unrouted.jsonl"))
     originals = {json.dumps(json.loads(line), sort_keys=True) for line in data.read_text().splitlines()}
     for row in read_jsonl(out / "balanced.jsonl"):
         assert row["origin"] in ("original", "synthesized") and row["path"]
