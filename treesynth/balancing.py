@@ -30,7 +30,7 @@ from treesynth.providers import Gateway, RetryPolicy, make_role_lms
 from treesynth.store import RunStore, write_atomic, write_jsonl_atomic
 from treesynth.summary import priced_ledger, versions
 from treesynth.synthesis.allocate import LeafPlanner
-from treesynth.synthesis.filler import Leaf, LeafFiller
+from treesynth.synthesis.filler import Leaf, LeafFiller, SynthesisSource
 from treesynth.tree.builder import TreeBuilder, child_step, leaf_paths
 
 
@@ -179,8 +179,8 @@ class Balancer:
             await planner.resolve(leaf_id, float(quotas.get(leaf_id, 0)), have=store.leaf_sample_count(leaf_id),
                                   exhausted_at=store.exhausted_at(leaf_id))
         await planner.finish_tree()
-        filler = LeafFiller(self.program.leaf, gateway, store, planner, task, self.config.synthesis, self.config.seed,
-                            on_progress=lambda: None)
+        filler = LeafFiller(SynthesisSource(self.program.leaf, task), gateway, store, planner, task,
+                            self.config.synthesis, self.config.seed, on_progress=lambda: None)
         await asyncio.gather(*(filler.fill(Leaf(leaf_id, path)) for leaf_id, path in paths.items()))
 
     def _export(self, task: Task, dataset: InputDataset, root: Node, placement: _Placement, quotas: dict[str, int],

@@ -26,7 +26,7 @@ from treesynth.providers.pricing import estimate_cost
 from treesynth.store import RunStore, write_atomic, write_jsonl_atomic
 from treesynth.summary import run_summary
 from treesynth.synthesis.allocate import LeafPlanner
-from treesynth.synthesis.filler import Leaf, LeafFiller
+from treesynth.synthesis.filler import Leaf, LeafFiller, SynthesisSource
 from treesynth.tree.builder import TreeBuilder
 
 
@@ -140,8 +140,8 @@ class TreeSynth:
         planner = LeafPlanner(total=cfg.synthesis.samples, max_depth=cfg.tree.depth,         # leaf allocation
                               level_weight=max(float(cfg.tree.width), infinite_weight))
         builder = TreeBuilder(self.program.tree_modules(), gateway, store, task, cfg.tree, cfg.seed)
-        filler = LeafFiller(self.program.leaf, gateway, store, planner, task, cfg.synthesis, cfg.seed,
-                            on_progress=lambda: self._count_samples(planner, progress))
+        filler = LeafFiller(SynthesisSource(self.program.leaf, task), gateway, store, planner, task, cfg.synthesis,
+                            cfg.seed, on_progress=lambda: self._count_samples(planner, progress))
         return _Run(task, store, planner, builder, filler, progress, infinite_weight)
 
     async def _grow_and_fill(self, run: _Run, *, fill: bool) -> str | None:

@@ -6,7 +6,7 @@ import asyncio
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from treesynth.config import SynthesisConfig
 from treesynth.models import LeafWork, PathSpec, Task, normalize, stable_hash, stable_seed
@@ -14,6 +14,30 @@ from treesynth.providers.gateway import Gateway
 from treesynth.store import RunStore
 from treesynth.synthesis.allocate import LeafPlanner, call_budget
 from treesynth.synthesis.leaf import LeafSynthesizer
+
+
+class SampleSource(Protocol):
+    """Makes one call's worth of samples for a work item (the leaf synthesizer, or a baseline method)."""
+
+    async def __call__(self, work: LeafWork, subspace: list[str], avoid: list[str], lm: Any,
+                       config: dict[str, Any]) -> Any:
+        """Return a prediction whose ``samples`` is a list of strings (or field dicts)."""
+        ...
+
+
+@dataclass(frozen=True)
+class SynthesisSource:
+    """The default source: TreeSynth leaf synthesis conditioned on the leaf's path."""
+
+    module: LeafSynthesizer
+    task: Task
+
+    async def __call__(self, work: LeafWork, subspace: list[str], avoid: list[str], lm: Any,
+                       config: dict[str, Any]) -> Any:
+        """One call of the leaf synthesizer."""
+        return await self.module.acall(task=self.task.description, subspace=subspace, avoid=avoid,
+                                       count=work.count, fields=tuple(self.task.fields.items()), lm=lm,
+                                       config=config)
 
 
 @dataclass(frozen=True)
@@ -32,10 +56,12 @@ class LeafFiller:
     ``(leaf_id, call_index)`` with its own seed, and stops at its call budget.
     """
 
-    def __init__(self, module: LeafSynthesizer, gateway: Gateway, store: RunStore, planner: LeafPlanner,
-                 task: Task, config: SynthesisConfig, seed: int, on_progress: Callable[[], None]) -> None:
-        """Wire a filler; see the class docstring."""
-        self.module = module
+    def __init__(self, source: SampleSource, gateway: Gateway, store: RunStore, planner: LeafPlanner,
+                 task: Task, config: SynthesisConfig, seed: int, on_progress: Callable[[], None],
+                 stage: str = "leaf") -> None:
+        """Wire a filler; see the class docstring. ``stage`` names its calls in the ledger."""
+        self.source = source
+        self.stage = stage
         self.gateway = gateway
         self.store = store
         self.planner = planner
@@ -79,10 +105,9 @@ class LeafFiller:
         subspace = [f"{step.criterion}: {step.value}" for step in path]
 
         async def run(lm: Any, config: dict[str, Any]) -> Any:
-            return await self.module.acall(task=self.task.description, subspace=subspace, avoid=avoid,
-                                           count=work.count, fields=self._fields, lm=lm, config=config)
+            return await self.source(work, subspace, avoid, lm, config)
 
-        pred = await self.gateway.call("leaf", stage="leaf", node_id=leaf.leaf_id, seed=work.seed, fn=run)
+        pred = await self.gateway.call("leaf", stage=self.stage, node_id=leaf.leaf_id, seed=work.seed, fn=run)
         candidates = None
         if pred is not None:
             path_json = [step.model_dump() for step in path]
