@@ -5,6 +5,7 @@ in pydantic models so that count limits reach the JSON schema and therefore the 
 :mod:`treesynth.signatures.shapes` builds those models for a given width.
 """
 
+from treesynth.signatures.baselines import EvolveSample, GeneratePersonas
 from treesynth.signatures.coverage import Coverage, CoverSubspace
 from treesynth.signatures.criterion import CriterionSplit, DetermineCriterion, ValueGroup
 from treesynth.signatures.pivots import GeneratePivots
@@ -24,6 +25,8 @@ __all__ = [
     "Coverage",
     "CriterionSplit",
     "DetermineCriterion",
+    "EvolveSample",
+    "GeneratePersonas",
     "GeneratePivots",
     "RouteSamples",
     "SynthesizeLeaf",

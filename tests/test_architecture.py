@@ -31,6 +31,8 @@ LAYERS: dict[str, int] = {
     "treesynth.planning": 4,
     "treesynth.balancing": 4,
     "treesynth.optimizers": 5,
+    "treesynth.sweep": 5,
+    "treesynth.baselines": 4,
     "treesynth.cli": 6,
     "treesynth.__main__": 6,
     "treesynth": 6,

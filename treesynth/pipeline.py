@@ -191,19 +191,32 @@ class TreeSynth:
         self.on_progress(progress)
 
     def _export(self, run: _Run, error: str | None, started: float, *, samples: bool) -> RunResult:
-        store, root = run.store, run.builder.root
-        counts = store.sample_counts()
         quotas = run.planner.quotas()
-        for leaf in root.leaves():
-            leaf.samples = counts.get(leaf.id, 0)
-            leaf.quota = quotas.get(leaf.id, 0)
-        tree = Tree(task=run.task, config=self.config.model_dump(mode="json"), root=root)
-        write_atomic(store.out / "tree.json", tree.model_dump_json(indent=2))
-        if not samples:
-            return RunResult(out=store.out, tree=tree, summary={"status": "tree", "error": error,
-                                                                "llm": store.ledger(), "allocation": {"quota": quotas}})
-        n_samples = write_jsonl_atomic(store.out / "samples.jsonl", store.samples())
-        summary = run_summary(tree=tree, store=store, n_samples=n_samples, quotas=quotas, error=error,
-                              started=started, config=self.config)
-        write_atomic(store.out / "run.json", json.dumps(summary, indent=2, ensure_ascii=False))
-        return RunResult(out=store.out, tree=tree, summary=summary)
+        if samples:
+            return export_run(run.store, run.builder.root, run.task, self.config, quotas, error, started)
+        tree = _tree_with_counts(run.store, run.builder.root, run.task, self.config, quotas)
+        return RunResult(out=run.store.out, tree=tree, summary={"status": "tree", "error": error,
+                                                                "llm": run.store.ledger(),
+                                                                "allocation": {"quota": quotas}})
+
+
+def _tree_with_counts(store: RunStore, root: Node, task: Task, config: RunConfig, quotas: dict[str, int]) -> Tree:
+    counts = store.sample_counts()
+    for leaf in root.leaves():
+        leaf.samples = counts.get(leaf.id, 0)
+        leaf.quota = quotas.get(leaf.id, 0)
+    tree = Tree(task=task, config=config.model_dump(mode="json"), root=root)
+    write_atomic(store.out / "tree.json", tree.model_dump_json(indent=2))
+    return tree
+
+
+def export_run(store: RunStore, root: Node, task: Task, config: RunConfig, quotas: dict[str, int],
+               error: str | None, started: float, **extra: Any) -> RunResult:
+    """Write ``tree.json``, ``samples.jsonl`` and ``run.json`` (atomically) and return the result."""
+    tree = _tree_with_counts(store, root, task, config, quotas)
+    n_samples = write_jsonl_atomic(store.out / "samples.jsonl", store.samples())
+    summary = run_summary(tree=tree, store=store, n_samples=n_samples, quotas=quotas, error=error,
+                          started=started, config=config)
+    summary.update(extra)
+    write_atomic(store.out / "run.json", json.dumps(summary, indent=2, ensure_ascii=False))
+    return RunResult(out=store.out, tree=tree, summary=summary)

@@ -14,10 +14,11 @@ app = typer.Typer(
 
 
 def _register_commands() -> None:
-    from treesynth.cli import balance, run, tree
+    from treesynth.cli import balance, bench, run, tree
 
     run.register(app)
     balance.register(app)
+    bench.register(app)
     tree.register(app)
     try:  # TEMP until the eval command lands
         from treesynth.cli import evaluate

@@ -176,7 +176,7 @@ def fake_answer(prompt: str, schema: dict[str, Any] | None, seed: int | None) ->
             answer[field] = _coverage(rng, field_schema, root, inputs)
         elif field == "assignments":
             answer[field] = _route(inputs)
-        elif field in ("pivots", "samples"):
+        elif "items" in _resolve(field_schema, root).get("properties", {}):  # pivots, samples, personas...
             answer[field] = _batch(rng, field_schema, root, inputs, noisy=field == "samples")
         else:
             answer[field] = _sentence(rng, [])
