@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from treesynth.config import RunConfig
 from treesynth.errors import ConfigError
-from treesynth.models import Task, stable_hash
+from treesynth.models import Task
 from treesynth.store import write_atomic, write_jsonl_atomic
 
 METHODS = ("treesynth", "temperature", "evol", "persona")
@@ -227,5 +227,3 @@ def plot_results(rows: list[dict[str, Any]], out: Path) -> list[Path]:
         written.append(out / name)
     return written
 
-
-__all__ = ["Cell", "Sweep", "cell_config", "cells", "run_sweep", "stable_hash"]

@@ -22,7 +22,7 @@ import dspy
 
 from treesynth.config import Role, RunConfig
 from treesynth.errors import ConfigError
-from treesynth.models import LeafWork, Node, Task, normalize, stable_hash, stable_seed
+from treesynth.models import LeafWork, Node, Task, normalize, stable_seed
 from treesynth.pipeline import RunResult, export_run
 from treesynth.providers import Gateway, RetryPolicy, make_role_lms
 from treesynth.signatures import EvolveSample, GeneratePersonas, sample_batch_type
@@ -112,7 +112,8 @@ class Baseline:
             raise ConfigError(f"unknown method {method!r}; choose one of {', '.join(METHODS)} or treesynth")
         base = config or RunConfig()
         self.method = method
-        self.config = base.with_overrides({"synthesis.samples_per_call": 1, "model.roles.leaf.temperature": temperature})
+        self.config = base.with_overrides({"synthesis.samples_per_call": 1,
+                                           "model.roles.leaf.temperature": temperature})
         self.lms = lms
         self.personas = personas
         self.synthesizer = LeafSynthesizer()
@@ -220,5 +221,3 @@ def read_personas(path: Path) -> list[str]:
         raise ConfigError(f"{path}: no personas; write one per line")
     return personas
 
-
-__all__ = ["METHODS", "Baseline", "Evolver", "PersonaWriter", "read_personas", "stable_hash"]
