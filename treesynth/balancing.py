@@ -27,6 +27,7 @@ from treesynth.errors import ConfigError
 from treesynth.models import Node, PathSpec, PathStep, Task, Tree, normalize, stable_hash, stable_seed
 from treesynth.program import TreeSynthProgram
 from treesynth.providers import Gateway, RetryPolicy, make_role_lms
+from treesynth.providers.context import lm_context
 from treesynth.store import RunStore, write_atomic, write_jsonl_atomic
 from treesynth.summary import priced_ledger, versions
 from treesynth.synthesis.allocate import LeafPlanner
@@ -97,7 +98,7 @@ class Balancer:
         store = RunStore.open(Path(out), self._identity(task, dataset, target, tree))
         started = time.time()
         try:
-            with dspy.context(adapter=dspy.JSONAdapter(), track_usage=True):
+            with lm_context():
                 return await self._run(task, dataset, target, given, store, started)
         finally:
             store.close()

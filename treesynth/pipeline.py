@@ -22,6 +22,7 @@ from treesynth.errors import ProviderError
 from treesynth.models import Node, PathSpec, Sample, Task, Tree
 from treesynth.program import TreeSynthProgram
 from treesynth.providers import CallRecord, Gateway, RetryPolicy, make_role_lms
+from treesynth.providers.context import lm_context
 from treesynth.providers.pricing import estimate_cost
 from treesynth.store import RunStore, write_atomic, write_jsonl_atomic
 from treesynth.summary import run_summary
@@ -117,7 +118,7 @@ class TreeSynth:
         started = time.time()
         try:
             run = self._wire(task, lms, store)
-            with dspy.context(adapter=dspy.JSONAdapter(), track_usage=True):
+            with lm_context():
                 error = await self._grow_and_fill(run, fill=not tree_only)   # tree building + leaf synthesis
             return self._export(run, error, started, samples=not tree_only)  # dataset + metrics
         finally:

@@ -25,6 +25,7 @@ from treesynth.errors import ConfigError
 from treesynth.models import LeafWork, Node, Task, normalize, stable_seed
 from treesynth.pipeline import RunResult, export_run
 from treesynth.providers import Gateway, RetryPolicy, make_role_lms
+from treesynth.providers.context import lm_context
 from treesynth.signatures import EvolveSample, GeneratePersonas, sample_batch_type
 from treesynth.store import RunStore
 from treesynth.synthesis.allocate import LeafPlanner, allocate
@@ -136,7 +137,7 @@ class Baseline:
                           policy=RetryPolicy(attempts=cfg.model.attempts, timeout=cfg.model.timeout,
                                              failure_limit=cfg.model.failure_limit))
         try:
-            with dspy.context(adapter=dspy.JSONAdapter(), track_usage=True):
+            with lm_context():
                 root = await self._tree(task, gateway, store)
                 quotas = allocate({leaf.id: 1.0 for leaf in root.leaves()}, cfg.synthesis.samples)
                 await self._fill(task, root, quotas, gateway, store)

@@ -1,0 +1,15 @@
+"""The DSPy settings every treesynth entry point runs under (entered once per run, never configured globally)."""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager
+from typing import Any
+
+import dspy
+
+
+def lm_context() -> AbstractContextManager[Any]:
+    """``dspy.context`` with the JSON adapter (schema-constrained outputs), usage tracking on (the ledger
+    reads tokens from it) and DSPy's in-memory call history off (the run store's ledger replaces it, and
+    the history would grow with every call of a 100k-sample run)."""
+    return dspy.context(adapter=dspy.JSONAdapter(), track_usage=True, disable_history=True)
