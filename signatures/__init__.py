@@ -10,7 +10,14 @@ from treesynth.signatures.coverage import Coverage, CoverSubspace
 from treesynth.signatures.criterion import CriterionSplit, DetermineCriterion, ValueGroup
 from treesynth.signatures.pivots import GeneratePivots
 from treesynth.signatures.routing import NONE_FITS, Assignment, Assignments, RouteSamples
-from treesynth.signatures.shapes import assignments_type, coverage_type, record_type, sample_batch_type, split_type
+from treesynth.signatures.shapes import (
+    assignments_type,
+    coverage_type,
+    record_type,
+    sample_batch_type,
+    shaped,
+    split_type,
+)
 from treesynth.signatures.synthesis import SynthesizeLeaf
 
 SIGNATURE_VERSION = "1"
@@ -35,5 +42,6 @@ __all__ = [
     "coverage_type",
     "record_type",
     "sample_batch_type",
+    "shaped",
     "split_type",
 ]

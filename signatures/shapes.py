@@ -9,11 +9,22 @@ from __future__ import annotations
 from functools import cache
 from typing import Any, Literal
 
+import dspy
 from pydantic import BaseModel, Field, create_model
 
 from treesynth.signatures.coverage import Coverage
 from treesynth.signatures.criterion import CriterionSplit, ValueGroup
 from treesynth.signatures.routing import Assignment, Assignments
+
+
+@cache
+def shaped(signature: type[dspy.Signature], field: str, type_: type[BaseModel]) -> type[dspy.Signature]:
+    """``signature`` with output ``field`` retyped; memoized, since building a signature class is costly.
+
+    Keyed on the signature class itself, so a compiled program (new instructions = new class) gets its
+    own entry.
+    """
+    return signature.with_updated_fields(field, type_=type_)  # type: ignore[no-any-return]
 
 
 @cache
@@ -61,5 +72,5 @@ def assignments_type(options: tuple[str, ...], count: int) -> type[Assignments]:
     return create_model(
         f"Assignments{count}",
         __base__=Assignments,
-        items=(list[item], Field(min_length=count, max_length=count)),  # type: ignore[valid-type]
+        items=(list[item], Field(min_length=count, max_length=count)),
     )

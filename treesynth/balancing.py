@@ -161,10 +161,11 @@ class Balancer:
             status.update(dict.fromkeys(items, "downsampled"))
             for item in kept[leaf.id]:
                 record = dataset.records[item]
-                payload = {"id": f"orig-{record.line}", "leaf_id": leaf.id, "origin": "original",
-                           "line": record.line, "text": record.text,
-                           "path": [s.model_dump() for s in placement.steps.get(item, [])]}
-                rows.append((payload["id"], leaf.id, normalize(record.text) or payload["id"], payload))
+                sample_id = f"orig-{record.line}"
+                payload: dict[str, Any] = {"id": sample_id, "leaf_id": leaf.id, "origin": "original",
+                                           "line": record.line, "text": record.text,
+                                           "path": [s.model_dump() for s in placement.steps.get(item, [])]}
+                rows.append((sample_id, leaf.id, normalize(record.text) or sample_id, payload))
                 status[item] = "kept"
         item_of_line = {record.line: item for item, record in enumerate(dataset.records)}
         for sample_id in store.add_originals(rows):

@@ -35,6 +35,10 @@ from treesynth.store import write_atomic, write_jsonl_atomic
 METHODS = ("treesynth", "temperature", "evol", "persona")
 
 
+def _default_variants() -> dict[str, dict[str, Any]]:
+    return {"default": {}}
+
+
 class Sweep(BaseModel):
     """A validated sweep file."""
 
@@ -46,7 +50,7 @@ class Sweep(BaseModel):
     sizes: list[int] = Field(min_length=1)
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     config: dict[str, Any] = Field(default_factory=dict)
-    treesynth_configs: dict[str, dict[str, Any]] = Field(default_factory=lambda: {"default": {}})
+    treesynth_configs: dict[str, dict[str, Any]] = Field(default_factory=_default_variants)
     embedder: str = "lexical"
 
     @classmethod

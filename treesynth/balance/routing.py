@@ -16,7 +16,7 @@ import dspy
 
 from treesynth.models import Node, Task, stable_hash, stable_seed
 from treesynth.providers.gateway import Gateway
-from treesynth.signatures import NONE_FITS, RouteSamples, assignments_type
+from treesynth.signatures import NONE_FITS, RouteSamples, assignments_type, shaped
 from treesynth.store import RunStore
 
 ROUTING_ROUNDS = 3
@@ -35,8 +35,7 @@ class SampleRouter(dspy.Module):
     async def aforward(self, task: str, subspace: list[str], criterion: str, options: list[str],
                        samples: list[str], **call: Any) -> dspy.Prediction:
         """Return ``Prediction(assignments=[(number, value), ...])`` as the model answered."""
-        signature = self.route.signature.with_updated_fields(
-            "assignments", type_=assignments_type(tuple(options), len(samples)))
+        signature = shaped(self.route.signature, "assignments", assignments_type(tuple(options), len(samples)))
         pred = await self.route.acall(signature=signature, task=task, subspace=subspace, criterion=criterion,
                                       options=options, samples=samples, **call)
         return dspy.Prediction(assignments=[(a.sample, a.value) for a in pred.assignments.items])

@@ -26,7 +26,7 @@ from treesynth.models import LeafWork, Node, Task, normalize, stable_seed
 from treesynth.pipeline import RunResult, export_run
 from treesynth.providers import Gateway, RetryPolicy, make_role_lms
 from treesynth.providers.context import lm_context
-from treesynth.signatures import EvolveSample, GeneratePersonas, sample_batch_type
+from treesynth.signatures import EvolveSample, GeneratePersonas, sample_batch_type, shaped
 from treesynth.store import RunStore
 from treesynth.synthesis.allocate import LeafPlanner, allocate
 from treesynth.synthesis.filler import Leaf, LeafFiller, SynthesisSource
@@ -57,7 +57,7 @@ class Evolver(dspy.Module):
 
     async def aforward(self, task: str, sample: str, operation: str, count: int, **call: Any) -> dspy.Prediction:
         """Return ``Prediction(samples=[...])``: ``count`` evolutions of ``sample``."""
-        signature = self.evolve.signature.with_updated_fields("samples", type_=sample_batch_type(count))
+        signature = shaped(self.evolve.signature, "samples", sample_batch_type(count))
         pred = await self.evolve.acall(signature=signature, task=task, sample=sample, operation=operation, **call)
         return dspy.Prediction(samples=[str(s) for s in pred.samples.items])
 
@@ -72,7 +72,7 @@ class PersonaWriter(dspy.Module):
 
     async def aforward(self, task: str, avoid: list[str], count: int, **call: Any) -> dspy.Prediction:
         """Return ``Prediction(personas=[...])`` with ``count`` personas."""
-        signature = self.generate.signature.with_updated_fields("personas", type_=sample_batch_type(count))
+        signature = shaped(self.generate.signature, "personas", sample_batch_type(count))
         pred = await self.generate.acall(signature=signature, task=task, avoid=avoid, **call)
         return dspy.Prediction(personas=[str(p) for p in pred.personas.items])
 

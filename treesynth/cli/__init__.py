@@ -14,17 +14,13 @@ app = typer.Typer(
 
 
 def _register_commands() -> None:
-    from treesynth.cli import balance, bench, run, tree
+    from treesynth.cli import balance, bench, evaluate, run, tree
 
     run.register(app)
     balance.register(app)
-    bench.register(app)
     tree.register(app)
-    try:  # TEMP until the eval command lands
-        from treesynth.cli import evaluate
-    except ImportError:
-        return
     evaluate.register(app)
+    bench.register(app)
 
 
 _register_commands()

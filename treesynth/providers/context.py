@@ -12,4 +12,6 @@ def lm_context() -> AbstractContextManager[Any]:
     """``dspy.context`` with the JSON adapter (schema-constrained outputs), usage tracking on (the ledger
     reads tokens from it) and DSPy's in-memory call history off (the run store's ledger replaces it, and
     the history would grow with every call of a 100k-sample run)."""
-    return dspy.context(adapter=dspy.JSONAdapter(), track_usage=True, disable_history=True)
+    context: AbstractContextManager[Any] = dspy.context(adapter=dspy.JSONAdapter(), track_usage=True,
+                                                        disable_history=True)
+    return context

@@ -6,7 +6,7 @@ from typing import Any
 
 import dspy
 
-from treesynth.signatures import SynthesizeLeaf, sample_batch_type
+from treesynth.signatures import SynthesizeLeaf, sample_batch_type, shaped
 
 
 class LeafSynthesizer(dspy.Module):
@@ -20,7 +20,7 @@ class LeafSynthesizer(dspy.Module):
     async def aforward(self, task: str, subspace: list[str], avoid: list[str], count: int,
                        fields: tuple[tuple[str, str], ...] = (), **call: Any) -> dspy.Prediction:
         """Return ``Prediction(samples=[...])``: strings, or field dicts when ``fields`` are given."""
-        signature = self.synthesize.signature.with_updated_fields("samples", type_=sample_batch_type(count, fields))
+        signature = shaped(self.synthesize.signature, "samples", sample_batch_type(count, fields))
         pred = await self.synthesize.acall(signature=signature, task=task, subspace=subspace, avoid=avoid, **call)
         items = [item.model_dump() if fields else str(item) for item in pred.samples.items]
         return dspy.Prediction(samples=items)

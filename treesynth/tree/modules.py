@@ -12,6 +12,7 @@ from treesynth.signatures import (
     GeneratePivots,
     coverage_type,
     sample_batch_type,
+    shaped,
     split_type,
 )
 
@@ -26,7 +27,7 @@ class PivotGenerator(dspy.Module):
 
     async def aforward(self, task: str, subspace: list[str], count: int, **call: Any) -> dspy.Prediction:
         """Return ``Prediction(pivots=[...])`` with exactly ``count`` strings."""
-        signature = self.generate.signature.with_updated_fields("pivots", type_=sample_batch_type(count))
+        signature = shaped(self.generate.signature, "pivots", sample_batch_type(count))
         pred = await self.generate.acall(signature=signature, task=task, subspace=subspace, **call)
         return dspy.Prediction(pivots=[str(p) for p in pred.pivots.items])
 
@@ -42,7 +43,7 @@ class CriterionDeterminer(dspy.Module):
     async def aforward(self, task: str, subspace: list[str], pivots: list[str], excluded_criteria: list[str],
                        max_groups: int, **call: Any) -> dspy.Prediction:
         """Return ``Prediction(split=CriterionSplit)`` with at most ``max_groups`` groups."""
-        signature = self.determine.signature.with_updated_fields("split", type_=split_type(max_groups))
+        signature = shaped(self.determine.signature, "split", split_type(max_groups))
         pred = await self.determine.acall(signature=signature, task=task, subspace=subspace, pivots=pivots,
                                           excluded_criteria=excluded_criteria, **call)
         return dspy.Prediction(split=pred.split)
@@ -59,7 +60,7 @@ class SubspaceCoverer(dspy.Module):
     async def aforward(self, task: str, subspace: list[str], criterion: str, known_values: list[str],
                        max_new: int, **call: Any) -> dspy.Prediction:
         """Return ``Prediction(coverage=Coverage)`` adding at most ``max_new`` values."""
-        signature = self.cover.signature.with_updated_fields("coverage", type_=coverage_type(max_new))
+        signature = shaped(self.cover.signature, "coverage", coverage_type(max_new))
         pred = await self.cover.acall(signature=signature, task=task, subspace=subspace, criterion=criterion,
                                       known_values=known_values, **call)
         return dspy.Prediction(coverage=pred.coverage)

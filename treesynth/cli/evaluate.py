@@ -1,0 +1,217 @@
+"""``treesynth eval DATA...``: diversity metrics, ``report.md`` and plots for datasets and run directories."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from treesynth.errors import ConfigError, TreeSynthError
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from treesynth.metrics.data import LoadedDataset
+    from treesynth.metrics.embedders import Embedder
+    from treesynth.metrics.report import EvalResult
+
+PROJECTIONS = ("auto", "tsne", "pca")
+DataArg = Annotated[
+    list[Path],
+    typer.Argument(
+        help="JSONL files and/or run directories (holding samples.jsonl); several are compared side by side."
+    ),
+]
+FieldOpt = Annotated[
+    str | None,
+    typer.Option("--field", "-f", help='Text field, or a template over fields such as "{question} {answer}".'),
+]
+OutOpt = Annotated[
+    Path | None,
+    typer.Option("--out", "-o", help="Output folder. Default: <first input>/eval for a run directory, else ./eval."),
+]
+EmbedderOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--embedder",
+        "-e",
+        help="minilm | lexical | st:<model path> | litellm:<model>. Default: minilm if installed, else lexical.",
+    ),
+]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Write into an existing non-empty output folder.")]
+ThresholdOpt = Annotated[
+    float, typer.Option("--dup-threshold", help="Cosine similarity at which two samples are near-duplicates.")
+]
+ProjectionOpt = Annotated[
+    str, typer.Option("--projection", help="2-D projection: auto (t-SNE if installed) | tsne | pca.")
+]
+PointsOpt = Annotated[int, typer.Option("--max-plot-points", help="Points per dataset in projection plots.")]
+NoPlotsOpt = Annotated[bool, typer.Option("--no-plots", help="Skip the PNG plots.")]
+CacheOpt = Annotated[Path | None, typer.Option("--cache-dir", help="Embedding cache folder. Default: <out>/cache.")]
+NoCacheOpt = Annotated[bool, typer.Option("--no-cache", help="Do not read or write the embedding cache.")]
+BatchOpt = Annotated[int | None, typer.Option("--batch-size", min=1, help="Texts per embedding call.")]
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``eval`` command to ``app``."""
+    app.command("eval", help="Score the diversity of datasets: metrics.json, report.md and PNG plots.")(eval_command)
+
+
+def _notice(console: Console, message: str) -> None:
+    """Print a plain-text notice (no rich markup: install hints contain ``[extras]``)."""
+    console.print(f"notice: {message}", markup=False, highlight=False, soft_wrap=True)
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code)
+
+
+def default_out_dir(inputs: list[Path]) -> Path:
+    """``<first input>/eval`` when the first input is a run directory, else ``./eval``."""
+    from treesynth.metrics.data import is_run_dir
+
+    return inputs[0] / "eval" if inputs and is_run_dir(inputs[0]) else Path("eval")
+
+
+def _check_options(threshold: float, projection: str, max_points: int) -> None:
+    if not 0.0 < threshold <= 1.0:
+        raise ConfigError(f"--dup-threshold must be in (0, 1], got {threshold}")
+    if projection not in PROJECTIONS:
+        raise ConfigError(f"--projection must be one of {', '.join(PROJECTIONS)}, got {projection!r}")
+    if max_points < 2:
+        raise ConfigError(f"--max-plot-points must be ≥ 2, got {max_points}")
+
+
+def _check_out(out: Path, force: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()) and not force:
+        raise ConfigError(f"output folder {out} is not empty; pass --force to overwrite or choose --out")
+
+
+def _load_all(inputs: list[Path], field: str | None) -> list[LoadedDataset]:
+    from treesynth.metrics.data import TextSelector, load_dataset
+
+    selector = TextSelector(field) if field else None
+    datasets = [load_dataset(path, selector) for path in inputs]
+    seen: dict[str, int] = {}
+    for d in datasets:
+        seen[d.name] = seen.get(d.name, 0) + 1
+        if seen[d.name] > 1:
+            d.name = f"{d.name}#{seen[d.name]}"
+    return datasets
+
+
+def _make_embedder(spec: str | None, batch_size: int | None, console: Console) -> Embedder:
+    from treesynth.metrics.embedders import EMBED_HINT, default_embedder_spec, make_embedder
+
+    if spec is None:
+        spec = default_embedder_spec()
+        if spec == "lexical":
+            _notice(console, f"minilm is not installed ({EMBED_HINT}); using the lexical embedder")
+    return make_embedder(spec, batch_size=batch_size)
+
+
+def _run_eval(
+    datasets: list[LoadedDataset], embedder: Embedder, cache_dir: Path | None, threshold: float, console: Console
+) -> EvalResult:
+    from rich.markup import escape
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from treesynth.metrics.embedders import EmbeddingCache
+    from treesynth.metrics.report import EvalOptions, evaluate
+
+    cache_path = cache_dir / EmbeddingCache.file_name(embedder.name) if cache_dir else None
+    cache = EmbeddingCache.load(cache_path, embedder.name) if cache_path else None
+    columns = (TextColumn("embedding {task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=console, transient=False) as bar:
+        tasks: dict[str, Any] = {}
+
+        def progress(name: str, done: int, total: int) -> None:
+            if name not in tasks:
+                label = name if total else f"{name} (all cached)"
+                tasks[name] = bar.add_task(escape(label), total=max(total, 1), completed=0 if total else 1)
+            if total:
+                bar.update(tasks[name], completed=done, total=total)
+
+        result = evaluate(
+            datasets, embedder, options=EvalOptions(duplicate_threshold=threshold), cache=cache, progress=progress
+        )
+    if cache is not None and cache_path is not None:
+        cache.save(cache_path)
+    return result
+
+
+def _plots(result: EvalResult, out: Path, projection: str, max_points: int, console: Console) -> dict[str, str]:
+    from treesynth.metrics.plots import METRICS_HINT, PlotOptions, plotting_available, write_plots
+
+    if not plotting_available():
+        _notice(console, f"plots skipped, matplotlib is not installed ({METRICS_HINT})")
+        return {}
+    with console.status("plotting"):
+        options = PlotOptions(method=projection, max_points=max_points)  # type: ignore[arg-type]
+        return write_plots(result, out, options)
+
+
+def _summary(result: EvalResult, files: list[Path], console: Console) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
+    from treesynth.metrics.report import HEADLINE
+
+    console.print(f"embedder: {result.embedder}", soft_wrap=True, highlight=False, markup=False)
+    table = Table(title="Diversity")
+    table.add_column("metric")
+    table.add_column("better")
+    for r in result.results:
+        table.add_column(escape(r.dataset.name), justify="right")
+    table.add_row("samples", "", *[str(r.metrics["samples"]) for r in result.results])
+    for info in HEADLINE:
+        values = [(r.metrics.get(info.section) or {}).get(info.key) for r in result.results]
+        if any(v is not None for v in values):
+            table.add_row(info.label, info.better, *["–" if v is None else f"{v:.4f}" for v in values])
+    console.print(table)
+    for path in files:
+        console.print(f"wrote {path}", soft_wrap=True, highlight=False, markup=False)
+
+
+def eval_command(
+    data: DataArg,
+    field: FieldOpt = None,
+    out: OutOpt = None,
+    embedder: EmbedderOpt = None,
+    force: ForceOpt = False,
+    dup_threshold: ThresholdOpt = 0.95,
+    projection: ProjectionOpt = "auto",
+    max_plot_points: PointsOpt = 2000,
+    no_plots: NoPlotsOpt = False,
+    cache_dir: CacheOpt = None,
+    no_cache: NoCacheOpt = False,
+    batch_size: BatchOpt = None,
+) -> None:
+    """Score the diversity of DATA (JSONL files or run directories) into --out."""
+    from rich.console import Console
+
+    from treesynth.metrics.report import write_outputs
+
+    # The command shows its own progress bar; keep Hugging Face's loading bars out of the terminal.
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    console, err_console = Console(), Console(stderr=True)
+    try:
+        _check_options(dup_threshold, projection, max_plot_points)
+        out_dir = out if out is not None else default_out_dir(data)
+        _check_out(out_dir, force)
+        datasets = _load_all(data, field)
+        model = _make_embedder(embedder, batch_size, err_console)
+        cache = None if no_cache else (cache_dir or out_dir / "cache")
+        result = _run_eval(datasets, model, cache, dup_threshold, err_console)
+        images = {} if no_plots else _plots(result, out_dir, projection, max_plot_points, err_console)
+        written = write_outputs(result, out_dir, images)
+    except ConfigError as exc:
+        raise _fail(str(exc)) from None
+    except TreeSynthError as exc:
+        raise _fail(str(exc), code=1) from None
+    _summary(result, [*written.values(), *(out_dir / f for f in images.values())], console)
