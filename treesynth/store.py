@@ -154,11 +154,10 @@ class RunStore:
         self._db.execute("INSERT OR IGNORE INTO nodes VALUES(?, ?)", (node_id, json.dumps(payload)))
 
     # -- leaf synthesis ---------------------------------------------------------------------------------
-    def leaf_calls_made(self, leaf_id: str) -> int:
-        """How many synthesis calls for ``leaf_id`` completed (the next call index)."""
-        row = self._db.execute("SELECT COALESCE(MAX(call_index) + 1, 0) FROM leaf_calls WHERE leaf_id=?",
-                               (leaf_id,)).fetchone()
-        return int(row[0])
+    def leaf_call_indexes(self, leaf_id: str) -> set[int]:
+        """Indexes of the synthesis calls for ``leaf_id`` that completed (in-flight ones at a kill are not)."""
+        rows = self._db.execute("SELECT call_index FROM leaf_calls WHERE leaf_id=?", (leaf_id,)).fetchall()
+        return {int(row[0]) for row in rows}
 
     def save_leaf_call(self, leaf_id: str, call_index: int,
                        candidates: list[tuple[str, dict[str, Any]]] | None) -> None:

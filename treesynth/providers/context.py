@@ -7,11 +7,13 @@ from typing import Any
 
 import dspy
 
+from treesynth.providers.adapter import MemoJSONAdapter
+
 
 def lm_context() -> AbstractContextManager[Any]:
-    """``dspy.context`` with the JSON adapter (schema-constrained outputs), usage tracking on (the ledger
+    """``dspy.context`` with the (memoizing) JSON adapter (schema-constrained outputs), usage tracking on (the ledger
     reads tokens from it) and DSPy's in-memory call history off (the run store's ledger replaces it, and
     the history would grow with every call of a 100k-sample run)."""
-    context: AbstractContextManager[Any] = dspy.context(adapter=dspy.JSONAdapter(), track_usage=True,
+    context: AbstractContextManager[Any] = dspy.context(adapter=MemoJSONAdapter(), track_usage=True,
                                                         disable_history=True)
     return context
