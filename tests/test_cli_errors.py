@@ -121,3 +121,24 @@ def test_help_lists_commands() -> None:
     for flag in ("--model", "--api-base", "--depth", "--width", "--pivots", "--samples", "--samples-per-call",
                  "--concurrency", "--seed", "--out", "--config"):
         assert flag in done.stdout
+
+
+def test_no_model_and_no_embedded_extra_names_both_fixes(monkeypatch: pytest.MonkeyPatch) -> None:
+    from treesynth.cli.options import build_config
+    from treesynth.errors import ConfigError
+    from treesynth.providers import factory
+
+    monkeypatch.setattr(factory, "embedded_available", lambda: False)
+    with pytest.raises(ConfigError, match=r"--model provider/model.*treesynth\[local\]"):
+        build_config(None)
+    assert build_config(None, model="test/fake").tree.depth == 3  # explicit models keep the normal defaults
+
+
+def test_embedded_model_gets_small_defaults_under_explicit_flags(monkeypatch: pytest.MonkeyPatch) -> None:
+    from treesynth.cli.options import build_config
+    from treesynth.providers import factory
+
+    monkeypatch.setattr(factory, "embedded_available", lambda: True)
+    config = build_config(None, depth=3)
+    assert config.model.model == "local/gemma-3-270m"
+    assert config.tree.depth == 3 and config.tree.width == 3 and config.synthesis.samples == 12

@@ -17,6 +17,14 @@ _DEFAULT_TEMPERATURE: dict[str, float] = {"pivots": 1.0, "criterion": 0.7, "cove
                                           "routing": 0.3}
 
 
+EMBEDDED_DEFAULTS: dict[str, Any] = {
+    "tree.depth": 2, "tree.width": 3, "tree.pivots": 3, "synthesis.samples": 12, "synthesis.samples_per_call": 2,
+    "concurrency": 1, "model.max_tokens": 320,
+}
+"""Defaults for the embedded 270M model on a CPU: a small tree and short calls, so a first run takes
+minutes. Applied by the CLI when the embedded model is used without a config file; explicit flags win."""
+
+
 class _Frozen(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 

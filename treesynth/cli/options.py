@@ -42,10 +42,19 @@ def _pairs(items: list[str] | None, flag: str) -> dict[str, str]:
 
 def build_config(config: Path | None, *, role_models: list[str] | None = None,
                  role_temperatures: list[str] | None = None, **flags: Any) -> RunConfig:
-    """Load ``--config`` (or defaults) and apply the flags that were given (``None`` means not given)."""
-    from treesynth.config import RunConfig
+    """Load ``--config`` (or defaults) and apply the flags that were given (``None`` means not given).
+
+    Without ``--config`` and ``--model``, the embedded model is used (an error names the fixes when it is
+    not installed) with :data:`~treesynth.config.EMBEDDED_DEFAULTS` under the given flags.
+    """
+    from treesynth.config import EMBEDDED_DEFAULTS, RunConfig
+    from treesynth.providers.factory import default_model
 
     base = RunConfig.load(config) if config else RunConfig()
+    if config is None and flags.get("model") is None:
+        flags["model"] = default_model()
+    if config is None and str(flags.get("model")).startswith("local/"):
+        base = base.with_overrides(EMBEDDED_DEFAULTS)
     keys = {"model": "model.model", "api_base": "model.api_base", "depth": "tree.depth", "width": "tree.width",
             "pivots": "tree.pivots", "samples": "synthesis.samples", "samples_per_call": "synthesis.samples_per_call",
             "concurrency": "concurrency", "seed": "seed"}
