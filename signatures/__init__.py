@@ -20,7 +20,7 @@ from treesynth.signatures.shapes import (
 )
 from treesynth.signatures.synthesis import SynthesizeLeaf
 
-SIGNATURE_VERSION = "1"
+SIGNATURE_VERSION = "2"
 """Bumped whenever a signature's fields change; compiled programs record it."""
 
 __all__ = [

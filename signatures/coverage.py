@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import dspy
 from pydantic import BaseModel, Field
 
@@ -9,7 +11,8 @@ from pydantic import BaseModel, Field
 class Coverage(BaseModel):
     """The values missing from the known list, and whether the value space is effectively unbounded."""
 
-    new_values: list[str] = Field(description="values not yet listed, mutually exclusive with the known ones")
+    new_values: list[Annotated[str, Field(max_length=80)]] = Field(
+        description="values not yet listed, mutually exclusive with the known ones")
     unbounded: bool = Field(description="true if the criterion has too many possible values to list them all")
 
 

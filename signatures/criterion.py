@@ -9,14 +9,14 @@ from pydantic import BaseModel, Field
 class ValueGroup(BaseModel):
     """One value of the criterion and the pivots (1-based numbers) that take it."""
 
-    value: str = Field(description="a short, specific value of the criterion")
+    value: str = Field(max_length=80, description="a short, specific value of the criterion")
     samples: list[int] = Field(description="1-based numbers of the pivot samples with this value")
 
 
 class CriterionSplit(BaseModel):
     """A criterion and its values, each pivot assigned to exactly one value."""
 
-    criterion: str = Field(description="the single dimension that best separates the samples")
+    criterion: str = Field(max_length=80, description="the single dimension that best separates the samples")
     groups: list[ValueGroup] = Field(min_length=2)
 
 

