@@ -17,6 +17,7 @@ from treesynth.models import normalize
 def test_default_run_on_the_embedded_model(tmp_path: Path) -> None:
     out = tmp_path / "gsm-embedded"
     env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
+    env["DSPY_CACHEDIR"] = str(tmp_path / "dspy-cache")  # a cold cache: every call really runs the model
     done = treesynth("run", "GSM8K-style grade-school math word problems", "-n", "8", "--out", str(out), "-q",
                      env=env, timeout=900)
     assert done.returncode == 0, done.stderr

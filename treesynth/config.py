@@ -20,6 +20,7 @@ _DEFAULT_TEMPERATURE: dict[str, float] = {"pivots": 1.0, "criterion": 0.7, "cove
 EMBEDDED_DEFAULTS: dict[str, Any] = {
     "tree.depth": 2, "tree.width": 3, "tree.pivots": 3, "synthesis.samples": 12, "synthesis.samples_per_call": 2,
     "concurrency": 2, "model.max_tokens": 256, "model.roles.criterion.max_tokens": 384,
+    "synthesis.call_budget_factor": 8.0, "model.roles.leaf.temperature": 1.3,
 }
 """Defaults for the embedded 270M model on a CPU: a small tree and short calls, so a first run takes
 minutes. Applied by the CLI when the embedded model is used without a config file; explicit flags win."""
