@@ -14,13 +14,15 @@ app = typer.Typer(
 
 
 def _register_commands() -> None:
-    from treesynth.cli import balance, bench, evaluate, run, tree
+    from treesynth.cli import balance, bench, compile, evaluate, run, tree, tune
 
     run.register(app)
     balance.register(app)
     tree.register(app)
     evaluate.register(app)
     bench.register(app)
+    compile.register(app)
+    tune.register(app)
 
 
 _register_commands()

@@ -38,6 +38,8 @@ def run(
     analytic: Annotated[bool, typer.Option(help="With --dry-run: make no LLM call; bound the tree by full "
                                            "width.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="With --dry-run: print the plan as JSON.")] = False,
+    program: Annotated[Path | None, typer.Option("--program", help="A compiled program (JSON from `treesynth "
+                                                 "compile`).")] = None,
 ) -> None:
     """Build the partition tree for TASK and synthesize a dataset at its leaves."""
     with cli_errors():
@@ -45,10 +47,11 @@ def run(
         cfg = opt.build_config(config, role_models=role_model, role_temperatures=role_temperature, model=model,
                                api_base=api_base, depth=depth, width=width, pivots=pivots, samples=samples,
                                samples_per_call=samples_per_call, concurrency=concurrency, seed=seed)
+        compiled = _load_program(program)
         if dry_run:
-            _plan(parsed, cfg, out or default_out(parsed), analytic=analytic, as_json=as_json)
+            _plan(parsed, cfg, out or default_out(parsed), analytic=analytic, as_json=as_json, program=compiled)
             return
-        result = _execute(parsed, cfg, out or default_out(parsed), quiet)
+        result = _execute(parsed, cfg, out or default_out(parsed), quiet, compiled)
     counts = result.summary["counts"]
     llm = result.summary["llm"]
     typer.echo(f"{result.status}: {counts['samples']}/{counts['target']} samples, {counts['leaves']} leaves, "
@@ -59,7 +62,15 @@ def run(
              "same command to resume", 1)
 
 
-def _plan(task: Task, cfg: Any, out: Path, *, analytic: bool, as_json: bool) -> None:
+def _load_program(path: Path | None) -> Any:
+    if path is None:
+        return None
+    from treesynth.optimizers.program_io import load_program
+
+    return load_program(path)
+
+
+def _plan(task: Task, cfg: Any, out: Path, *, analytic: bool, as_json: bool, program: Any = None) -> None:
     import asyncio
     import json
 
@@ -70,7 +81,7 @@ def _plan(task: Task, cfg: Any, out: Path, *, analytic: bool, as_json: bool) -> 
     if analytic:
         plan = analytic_plan(cfg, cfg.model.model or default_model())
     else:
-        plan = asyncio.run(aplan(TreeSynth(cfg), task, out))
+        plan = asyncio.run(aplan(TreeSynth(cfg, program=program), task, out))
     if as_json:
         typer.echo(json.dumps(plan.as_dict(), indent=2))
         return
@@ -81,10 +92,10 @@ def _plan(task: Task, cfg: Any, out: Path, *, analytic: bool, as_json: bool) -> 
                f"~{plan.completion_tokens:,} completion tokens, cost {cost}")
 
 
-def _execute(task: Task, cfg: Any, out: Path, quiet: bool) -> Any:
+def _execute(task: Task, cfg: Any, out: Path, quiet: bool, program: Any = None) -> Any:
     from treesynth.cli.progress import ProgressView
     from treesynth.pipeline import TreeSynth
 
     view = ProgressView(enabled=not quiet, target=cfg.synthesis.samples)
     with view:
-        return TreeSynth(cfg, on_progress=view.update).run(task, out)
+        return TreeSynth(cfg, program=program, on_progress=view.update).run(task, out)

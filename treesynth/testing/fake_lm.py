@@ -10,6 +10,12 @@ sample of the same batch with different case and punctuation (a normalized dupli
 are per sample (an option named in the sample's text, else one picked by the text's hash; about one in
 33 is "none fits"), so they do not depend on how samples are batched.
 
+Compilation has something to find: answers are seeded by the user prompt (never the system text), but
+when the system text -- where DSPy puts a signature's instruction -- asks for uniqueness in the words of
+:data:`UNIQUENESS_HINT` (it mentions both "unique" and "punctuation"), those sample repeats become fresh
+samples instead. GEPA's reflection signature (output field ``new_instruction``) is answered with the
+current instruction, plus :data:`UNIQUENESS_HINT` when the feedback it is shown mentions duplicates.
+
 ``TREESYNTH_FAKE_LATENCY_MS`` adds a simulated latency to every call.
 """
 
@@ -49,6 +55,16 @@ _WORDS = [
     "doubles", "measures", "collects", "trades", "builds", "paints", "bakes", "plants",
 ]
 
+UNIQUENESS_HINT = ("Never repeat a sample: every sample in the batch must be unique, even after ignoring case "
+                   "and punctuation.")
+"""The instruction sentence that stops the fake model's normalized duplicates (see the module docstring)."""
+
+
+def asks_uniqueness(system: str | None) -> bool:
+    """Whether an instruction asks for unique samples in the fake model's trigger words."""
+    text = (system or "").casefold()
+    return "unique" in text and "punctuation" in text
+
 
 def latency_seconds() -> float:
     """Simulated latency from ``TREESYNTH_FAKE_LATENCY_MS`` (0 when unset or invalid)."""
@@ -85,11 +101,11 @@ def _sentence(rng: random.Random, anchor: list[str], words: int = 9) -> str:
 
 
 def _items(rng: random.Random, item_schema: dict[str, Any], root: dict[str, Any], count: int,
-           anchor: list[str], noisy: bool) -> list[Any]:
+           anchor: list[str], noisy: bool, unique: bool = False) -> list[Any]:
     item_schema = _resolve(item_schema, root)
     out: list[Any] = []
     for i in range(count):
-        if noisy and i > 0 and rng.random() < 0.1:
+        if noisy and i > 0 and rng.random() < 0.1 and not unique:
             prev = out[rng.randrange(len(out))]
             out.append(_shout(prev))
         elif item_schema.get("type") == "object":
@@ -107,11 +123,20 @@ def _shout(value: Any) -> Any:
 
 
 def _batch(rng: random.Random, schema: dict[str, Any], root: dict[str, Any], inputs: dict[str, Any],
-           noisy: bool) -> dict[str, Any]:
+           noisy: bool, unique: bool = False) -> dict[str, Any]:
     items = _resolve(schema, root)["properties"]["items"]
     count = int(items.get("minItems", 3))
     anchor = [str(s) for s in inputs.get("subspace", [])]
-    return {"items": _items(rng, items["items"], root, count, anchor, noisy)}
+    return {"items": _items(rng, items["items"], root, count, anchor, noisy, unique)}
+
+
+def _reflect(inputs: dict[str, Any]) -> str:
+    """GEPA's reflection: the current instruction, asking for uniqueness when the feedback shows duplicates."""
+    current = str(inputs.get("current_instruction", "")).strip()
+    feedback = json.dumps(inputs.get("examples_with_feedback", ""), ensure_ascii=False).casefold()
+    if "duplicate" in feedback and not asks_uniqueness(current):
+        return f"{current}\n\n{UNIQUENESS_HINT}".strip()
+    return current
 
 
 def _split(rng: random.Random, schema: dict[str, Any], root: dict[str, Any], inputs: dict[str, Any]
@@ -161,8 +186,11 @@ def _route(inputs: dict[str, Any]) -> dict[str, Any]:
     return {"items": items}
 
 
-def fake_answer(prompt: str, schema: dict[str, Any] | None, seed: int | None) -> str:
-    """The fake model's JSON answer to a DSPy JSONAdapter ``prompt`` constrained by ``schema``."""
+def fake_answer(prompt: str, schema: dict[str, Any] | None, seed: int | None, *, system: str | None = None) -> str:
+    """The fake model's JSON answer to a DSPy JSONAdapter ``prompt`` constrained by ``schema``.
+
+    ``system`` (the system text, which holds the instruction) only matters when it asks for uniqueness.
+    """
     inputs = parse_inputs(prompt)
     rng = random.Random(stable_seed(prompt, seed))
     if not schema or "properties" not in schema:
@@ -176,8 +204,11 @@ def fake_answer(prompt: str, schema: dict[str, Any] | None, seed: int | None) ->
             answer[field] = _coverage(rng, field_schema, root, inputs)
         elif field == "assignments":
             answer[field] = _route(inputs)
+        elif field == "new_instruction":
+            answer[field] = _reflect(inputs)
         elif "items" in _resolve(field_schema, root).get("properties", {}):  # pivots, samples, personas...
-            answer[field] = _batch(rng, field_schema, root, inputs, noisy=field == "samples")
+            answer[field] = _batch(rng, field_schema, root, inputs, noisy=field == "samples",
+                                   unique=asks_uniqueness(system))
         else:
             answer[field] = _sentence(rng, [])
     return json.dumps(answer)
@@ -207,7 +238,7 @@ class FakeEngine:
         system = request.system if isinstance(request.system, str) else "".join(p.text for p in request.system or ())
         prompt = "\n".join(m.text or "" for m in request.messages)
         response_format = request.config.response_format or {}
-        text = fake_answer(prompt, response_format.get("schema"), request.config.seed)
+        text = fake_answer(prompt, response_format.get("schema"), request.config.seed, system=system)
         usage = Usage(input_tokens=(len(system) + len(prompt)) // 4, output_tokens=len(text) // 4)
         return Response(id=None, model=request.model, message=Message.assistant([TextPart(text)]),
                         finish_reason="stop", usage=usage)

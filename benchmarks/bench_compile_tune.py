@@ -1,0 +1,120 @@
+"""One compile and one tune, timed, on the embedded model (or any --model): the numbers in RESULTS.md.
+
+Compile: grows small trees (depth 1 under each task's predefined first split) on six tasks, compiles the
+chosen modules with the chosen optimizer at a tiny budget, and reports each module's held-out node score
+before and after. Tune: an Optuna study of --trials trials over a small space on the first task.
+
+    python benchmarks/bench_compile_tune.py [--model local/gemma-3-270m] [--optimizer gepa] [--budget 8]
+        [--module coverage --module leaf] [--trials 10] [--out benchmarks/results/compile_tune]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+TASKS: dict[str, tuple[str, str, list[str]]] = {
+    "math": ("GSM8K-style grade-school math word problems", "operation",
+             ["addition", "subtraction", "multiplication", "division", "fractions", "percentages"]),
+    "geography": ("Trivia questions about world geography", "continent",
+                  ["Africa", "Asia", "Europe", "North America", "South America", "Oceania"]),
+    "python": ("Simple Python programming exercises", "topic",
+               ["strings", "lists", "dictionaries", "loops", "functions", "recursion"]),
+    "bank": ("Short customer-support questions about a bank account", "topic",
+             ["card", "loan", "transfer", "deposit", "fees", "login"]),
+    "cooking": ("Recipe requests for home cooking", "cuisine",
+                ["Italian", "Mexican", "Indian", "Chinese", "French", "Japanese"]),
+    "sports": ("Quiz questions about sports rules", "sport",
+               ["football", "tennis", "basketball", "cricket", "golf", "swimming"]),
+}
+
+
+def tasks() -> list[Any]:
+    from treesynth.models import FirstSplit, Task
+
+    return [Task(description=d, first_split=FirstSplit(criterion=c, values=v)) for d, c, v in TASKS.values()]
+
+
+def run_compile(args: argparse.Namespace, out: Path) -> dict[str, Any]:
+    from treesynth.config import RunConfig
+    from treesynth.optimizers import CompileOptions, compile_program, save_program
+    from treesynth.providers import make_lm
+
+    config = RunConfig().with_overrides({"model.model": args.model, "tree.depth": 1, "tree.width": 6,
+                                         "synthesis.samples": 6, "synthesis.samples_per_call": 2})
+    reflection = make_lm(args.reflection_model or args.model, temperature=1.0, max_tokens=args.reflection_tokens)
+    options = CompileOptions(optimizer=args.optimizer, modules=tuple(args.module), budget=args.budget,
+                             draws=2, threads=1)
+    started = time.perf_counter()
+    result = compile_program(tasks(), config, out / "compile-trees", options, reflection_lm=reflection)
+    seconds = time.perf_counter() - started
+    save_program(result.program, out / "program.json", compiled=result.report.as_dict())
+    report = result.report.as_dict()
+    report["wall_seconds"] = round(seconds, 1)
+    return report
+
+
+def run_tune(args: argparse.Namespace, out: Path) -> dict[str, Any]:
+    from treesynth.config import RunConfig
+    from treesynth.optimizers.search_space import SearchSpace
+    from treesynth.optimizers.tune import TuneOptions, tune
+
+    base = RunConfig().with_overrides({"model.model": args.model, "synthesis.samples": 6, "tree.depth": 1,
+                                       "tree.width": 6, "tree.pivots": 3, "synthesis.samples_per_call": 2})
+    space = SearchSpace.from_mapping({"depth": [1, 2], "width": [2, 6], "pivots": [2, 4], "samples_per_call": [1, 3]})
+    options = TuneOptions(trials=args.trials, budget=args.tune_budget, startup_trials=4, space=space,
+                          storage=f"sqlite:///{(out / 'study.db').resolve()}")
+    started = time.perf_counter()
+    result = tune(tasks()[0], base, out / "tune", options)
+    seconds = time.perf_counter() - started
+    import optuna
+
+    study = optuna.load_study(study_name=result.study_name, storage=result.storage)
+    trials = [{"number": t.number, "state": t.state.name, "values": t.values, "params": t.params,
+               "calls": t.user_attrs.get("calls"), "status": t.user_attrs.get("status")} for t in study.trials]
+    return {"study": result.study_name, "storage": result.storage, "metric_names": result.metric_names,
+            "finished": result.finished, "wall_seconds": round(seconds, 1), "front": result.front,
+            "chosen": result.chosen, "trials": trials, "calls": sum(t["calls"] or 0 for t in trials),
+            "files": result.files}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="local/gemma-3-270m")
+    parser.add_argument("--reflection-model", default=None, help="default: --model")
+    parser.add_argument("--reflection-tokens", type=int, default=512)
+    parser.add_argument("--optimizer", default="gepa", choices=["gepa", "mipro", "bootstrap"])
+    parser.add_argument("--module", action="append", default=None)
+    parser.add_argument("--budget", type=int, default=8, help="GEPA metric calls (MIPROv2 trials) per module")
+    parser.add_argument("--trials", type=int, default=10)
+    parser.add_argument("--tune-budget", type=int, default=60, help="LLM calls per tune trial")
+    parser.add_argument("--skip", choices=["compile", "tune"], default=None)
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/compile_tune"))
+    args = parser.parse_args()
+    args.module = args.module or ["coverage", "leaf"]
+    logging.basicConfig(level=logging.WARNING)
+    logging.getLogger("treesynth").setLevel(logging.INFO)
+    args.out.mkdir(parents=True, exist_ok=True)
+    results: dict[str, Any] = {"model": args.model, "optimizer": args.optimizer, "budget": args.budget,
+                               "cpu_count": os.cpu_count()}
+    if args.skip != "compile":
+        results["compile"] = run_compile(args, args.out)
+    if args.skip != "tune":
+        results["tune"] = run_tune(args, args.out)
+    (args.out / "results.json").write_text(json.dumps(results, indent=2, default=str))
+    print(json.dumps({k: v for k, v in results.items() if k != "tune"}, indent=2, default=str))
+    if "tune" in results:
+        tuned = results["tune"]
+        print(json.dumps({k: tuned[k] for k in ("finished", "wall_seconds", "calls", "chosen", "front")}, indent=2,
+                         default=str))
+
+
+if __name__ == "__main__":
+    main()
