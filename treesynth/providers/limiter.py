@@ -10,6 +10,9 @@ class AdaptiveLimiter:
 
     The limit starts at ``maximum``; every success adds ``1 / limit`` (about +1 per round of calls),
     every overload signal (429, 503, timeout) halves it, never below 1 nor above ``maximum``.
+
+    Waiters are woken only for the slots that are actually free (never all of them), so a release costs
+    O(1) however many calls are queued; a waiter cancelled after its wake-up hands the wake-up on.
     """
 
     def __init__(self, maximum: int) -> None:
@@ -20,11 +23,18 @@ class AdaptiveLimiter:
         self.peak = 0
         self._changed = asyncio.Condition()
 
+    def _free(self) -> int:
+        return max(1, int(self.limit)) - self.in_flight
+
     async def acquire(self) -> None:
         """Wait for a free slot under the current limit."""
         async with self._changed:
-            while self.in_flight >= max(1, int(self.limit)):
-                await self._changed.wait()
+            while self._free() <= 0:
+                try:
+                    await self._changed.wait()
+                except asyncio.CancelledError:
+                    self._changed.notify(1)  # the wake-up this waiter may have received goes to the next one
+                    raise
             self.in_flight += 1
             self.peak = max(self.peak, self.in_flight)
 
@@ -36,4 +46,5 @@ class AdaptiveLimiter:
                 self.limit = max(1.0, self.limit / 2)
             else:
                 self.limit = min(float(self.maximum), self.limit + 1 / self.limit)
-            self._changed.notify_all()
+            if (free := self._free()) > 0:
+                self._changed.notify(free)
