@@ -5,11 +5,12 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import sqlite3
 from pathlib import Path
 from typing import Any
 
 import pytest
-from support import ScriptedEngine, read_jsonl, scripted_lms
+from support import ScriptedEngine, leaf_index, read_jsonl, scripted_lms
 from test_cli_errors import assert_usage_error
 from test_run_e2e import treesynth
 
@@ -18,7 +19,8 @@ from treesynth.balance.routing import check_assignments
 from treesynth.balancing import Balancer
 from treesynth.config import RunConfig
 from treesynth.models import FirstSplit, Task
-from treesynth.testing.fake_lm import fake_answer
+from treesynth.signatures import NONE_FITS
+from treesynth.testing.fake_lm import fake_answer, parse_inputs
 
 TASK = Task(description="grade-school math word problems",
             first_split=FirstSplit(criterion="difficulty", values=["easy", "medium", "hard"]))
@@ -115,6 +117,36 @@ def test_routing_is_order_independent(balanced: tuple[Path, Path, dict[str, Any]
     assert leaves(tmp_path / "a", data) == leaves(tmp_path / "b", shuffled)
 
 
+def positional(prompt: str, schema: dict[str, Any] | None, seed: int | None) -> str:
+    """A routing model that ignores the text: the answer depends on the sample's position in its batch and the seed."""
+    answer = json.loads(fake_answer(prompt, schema, seed))
+    if "assignments" in answer:
+        options = [o for o in parse_inputs(prompt)["options"] if o != NONE_FITS]
+        for item in answer["assignments"]["items"]:
+            item["value"] = options[(item["sample"] * 7 + (seed or 0)) % len(options)]
+    return json.dumps(answer)
+
+
+def test_batches_and_seeds_depend_only_on_content(balanced: tuple[Path, Path, dict[str, Any]], tmp_path: Path) -> None:
+    _, out, _ = balanced
+    data = skewed(tmp_path / "data.jsonl", n=300, seed=5)
+    lines = data.read_text().splitlines()
+    random.Random(4).shuffle(lines)
+    shuffled = tmp_path / "shuffled.jsonl"
+    shuffled.write_text("\n".join(lines) + "\n")
+
+    def routing(source: Path, run: str) -> dict[int, tuple[Any, ...]]:
+        Balancer(config(), lms=scripted_lms(ScriptedEngine(positional)), batch_size=7).balance(
+            source, TASK, tmp_path / run, BalanceTarget(per_leaf=15), tree=out / "tree.json")
+        uids = [json.loads(line)["uid"] for line in source.read_text().splitlines()]
+        return {uids[r["line"] - 1]: (r.get("leaf_id"), r["status"], json.dumps(r["path"]))
+                for r in read_jsonl(tmp_path / run / "routing.jsonl")}
+
+    first, second = routing(data, "a"), routing(shuffled, "b")
+    assert len({leaf for leaf, _, _ in first.values()}) > 3, "the positional router must spread samples out"
+    assert first == second
+
+
 def test_bad_replies_are_retried_not_lost(balanced: tuple[Path, Path, dict[str, Any]], tmp_path: Path) -> None:
     data, out, _ = balanced
     corrupted = {"n": 0}
@@ -168,7 +200,144 @@ def test_bad_inputs(balanced: tuple[Path, Path, dict[str, Any]], tmp_path: Path)
                                  "--out", str(tmp_path / "c")), "built for the task")
     assert_usage_error(treesynth(*args, "--task", "math", "--total", "0", "--out", str(tmp_path / "d")),
                        "at least 1")
+    for name in "abcd":
+        assert not (tmp_path / name).exists(), f"a failing command created its --out {name}"
     before = (out / "balanced.jsonl").read_bytes()
     assert_usage_error(treesynth(*args, "--task", "other data", "--per-leaf", "5", "--out", str(out)),
                        "different task")
     assert (out / "balanced.jsonl").read_bytes() == before
+
+
+@pytest.mark.parametrize(("dist", "tree", "needle"), [
+    ({"total": 0, "weights": {"x": 1}}, False, "at least 1"),
+    ({"total": 10, "weights": {"x": 0}}, False, "not all zero"),
+    ({"total": 10, "weights": ["x"]}, False, "expected"),
+    ("not json", False, "not readable JSON"),
+    ({"total": 10, "weights": {"no-such-leaf": 1.0}}, True, "unknown leaf ids ['no-such-leaf']"),
+])
+def test_bad_target_dist_fails_before_any_call(balanced: tuple[Path, Path, dict[str, Any]], tmp_path: Path,
+                                               dist: Any, tree: bool, needle: str) -> None:
+    data, out, _ = balanced
+    spec = tmp_path / "dist.json"
+    spec.write_text(dist if isinstance(dist, str) else json.dumps(dist))
+    extra = ["--tree", str(out / "tree.json")] if tree else []
+    done = treesynth("balance", str(data), "--task", TASK.description, "--model", "test/fake", "--target-dist",
+                     str(spec), *extra, "--out", str(tmp_path / "run"))
+    assert_usage_error(done, "--target-dist", needle)
+    assert not (tmp_path / "run").exists(), "no run store may be left behind"
+
+
+def test_target_dist_sets_the_quotas(balanced: tuple[Path, Path, dict[str, Any]], tmp_path: Path) -> None:
+    data, out, _ = balanced
+    leaves = [leaf for leaf in leaf_index(json.loads((out / "tree.json").read_text()))]
+    spec = tmp_path / "dist.json"
+    spec.write_text(json.dumps({"total": 30, "weights": {leaves[0]: 2, leaves[1]: 1}}))
+    result = Balancer(config()).balance(data, TASK, tmp_path / "run", BalanceTarget(distribution=spec),
+                                        tree=out / "tree.json")
+    assert result.summary["allocation"]["quota"] == {**dict.fromkeys(leaves, 0), leaves[0]: 20, leaves[1]: 10}
+
+
+PLAIN = Task(description="grade-school math word problems")
+
+
+def test_own_tree_draws_pivots_from_the_data(balanced: tuple[Path, Path, dict[str, Any]], tmp_path: Path) -> None:
+    data, out, _ = balanced
+    texts = {json.loads(line)["text"] for line in data.read_text().splitlines()}
+    tree = json.loads((out / "tree.json").read_text())
+    expanded = [node for node in _walk(tree["root"]) if node["pivots"]]
+    assert len(expanded) >= 3, "every node under the predefined first split grows its own pivots"
+    for node in expanded:
+        assert set(node["pivots"]) <= texts, f"{node['id']}: with thousands of records every pivot is a real sample"
+    tiny = tmp_path / "tiny.jsonl"
+    tiny.write_text("".join(json.dumps({"text": t}) + "\n" for t in sorted(texts)[:3]))
+    Balancer(config(**{"tree.depth": 1})).balance(tiny, PLAIN, tmp_path / "o", BalanceTarget(per_leaf=2))
+    root = json.loads((tmp_path / "o" / "tree.json").read_text())["root"]
+    real = [p for p in root["pivots"] if p in texts]
+    assert sorted(real) == sorted(texts)[:3], "every real sample is a pivot"
+    assert len(root["pivots"]) == 6 and len(root["pivots"]) - len(real) == 3, "the rest are generated"
+
+
+def _walk(node: dict[str, Any]) -> list[dict[str, Any]]:
+    return [node, *(n for child in node["children"] for n in _walk(child))]
+
+
+def test_infinite_child_records_concrete_values(tmp_path: Path) -> None:
+    data = skewed(tmp_path / "data.jsonl", n=40)
+    result = Balancer(config(**{"tree.width": 2})).balance(data, PLAIN, tmp_path / "o", BalanceTarget(per_leaf=50))
+    tree = json.loads((tmp_path / "o" / "tree.json").read_text())
+    pools = {node["id"]: node["value"] for node in _walk(tree["root"]) if node["infinite"]}
+    assert pools, "width 2 must give the tree an infinite child"
+    paths = leaf_index(tree)
+    rows = read_jsonl(tmp_path / "o" / "balanced.jsonl")
+    assert {r["origin"] for r in rows} == {"original", "synthesized"} and result.summary["counts"]["synthesized"]
+    for row in rows:
+        spec = paths[row["leaf_id"]]["path"]
+        assert len(row["path"]) == len(spec)
+        for step, (criterion, value, infinite) in zip(row["path"], spec, strict=True):
+            assert step["criterion"] == criterion and isinstance(step["value"], str), row
+            assert step["value"] in value if infinite else step["value"] == value, row
+
+
+def test_top_up_prompts_show_the_leaf_samples(tmp_path: Path) -> None:
+    data = skewed(tmp_path / "data.jsonl", n=60)
+    prompts: list[dict[str, Any]] = []
+
+    class Spy(ScriptedEngine):
+        def _respond(self, request: Any) -> Any:
+            inputs = parse_inputs("\n".join(m.text or "" for m in request.messages))
+            if "avoid" in inputs:
+                prompts.append(inputs)
+            return super()._respond(request)
+
+    Balancer(config(**{"tree.depth": 1}), lms=scripted_lms(Spy())).balance(data, TASK, tmp_path / "o",
+                                                                           BalanceTarget(per_leaf=30))
+    rows = read_jsonl(tmp_path / "o" / "balanced.jsonl")
+    originals: dict[str, set[str]] = {}
+    for row in rows:
+        if row["origin"] == "original":
+            originals.setdefault(row["leaf_id"], set()).add(row["text"])
+    assert prompts, "some leaf must have been topped up"
+    by_subspace = {json.dumps(r["path"]): r["leaf_id"] for r in rows}
+    for inputs in prompts:
+        leaf = next(leaf for path, leaf in by_subspace.items() if all(
+            s["value"] in line for s, line in zip(json.loads(path), inputs["subspace"], strict=True)))
+        shown = set(inputs["avoid"])
+        assert shown and shown & originals[leaf], (inputs["subspace"], inputs["avoid"][:2])
+
+
+class Interrupted(BaseException):
+    """Stands in for a kill: not an Exception, so no retry layer swallows it."""
+
+
+def test_interrupted_balance_resumes_exactly(tmp_path: Path) -> None:
+    data = skewed(tmp_path / "data.jsonl", n=300, seed=2)
+    routing_calls = {"n": 0, "stop": 0}
+
+    def counting(prompt: str, schema: dict[str, Any] | None, seed: int | None) -> str:
+        if schema and "assignments" in schema.get("properties", {}):
+            routing_calls["n"] += 1
+            if routing_calls["n"] == routing_calls["stop"]:
+                raise Interrupted
+        return fake_answer(prompt, schema, seed)
+
+    def run(out: Path) -> None:
+        Balancer(config(), lms=scripted_lms(ScriptedEngine(counting)), batch_size=10).balance(
+            data, TASK, out, BalanceTarget(per_leaf=20))
+
+    def routes(out: Path) -> int:
+        with sqlite3.connect(out / "treesynth.db") as conn:
+            return int(conn.execute("SELECT COUNT(*) FROM routes").fetchone()[0])
+
+    run(tmp_path / "clean")
+    routing_calls.update(stop=routing_calls["n"] * 2 // 3, n=0)  # after the root, inside the second level
+    interrupted = False
+    try:
+        run(tmp_path / "resumed")
+    except* Interrupted:
+        interrupted = True
+    assert interrupted and not (tmp_path / "resumed" / "balanced.jsonl").exists()
+    assert 0 < routes(tmp_path / "resumed") < routes(tmp_path / "clean"), "interrupt in the middle of routing"
+    routing_calls["stop"] = 0
+    run(tmp_path / "resumed")
+    for name in ("balanced.jsonl", "routing.jsonl", "unrouted.jsonl", "tree.json"):
+        assert (tmp_path / "resumed" / name).read_bytes() == (tmp_path / "clean" / name).read_bytes(), name

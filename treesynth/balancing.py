@@ -95,6 +95,8 @@ class Balancer:
         task = Task(description=base.description, fields={f: f for f in dataset.template_fields},
                     first_split=base.first_split)
         given = _load_tree(tree, task) if tree else None
+        if given is not None:
+            target.check_leaves([leaf.id for leaf in given.leaves()])
         store = RunStore.open(Path(out), self._identity(task, dataset, target, tree))
         started = time.time()
         try:
@@ -117,10 +119,11 @@ class Balancer:
                           policy=RetryPolicy(attempts=cfg.model.attempts, timeout=cfg.model.timeout,
                                              failure_limit=cfg.model.failure_limit))
         texts = [r.text for r in dataset.records]
-        router = Router(self.router_module, gateway, store, task, texts, cfg.seed, self.batch_size)
+        keys = [stable_hash(r.record) for r in dataset.records]
+        router = Router(self.router_module, gateway, store, task, texts, cfg.seed, self.batch_size, keys=keys)
         placement = _Placement(members={"root": list(range(len(texts)))})
         builder = TreeBuilder(self.program.tree_modules(), gateway, store, task, cfg.tree, cfg.seed,
-                              pivot_source=lambda node, subspace: self._pivots(builder, placement, texts, node,
+                              pivot_source=lambda node, subspace: self._pivots(builder, placement, router, node,
                                                                                subspace))
 
         async def on_expanded(node: Node, path: tuple[PathSpec, ...]) -> None:
@@ -133,17 +136,17 @@ class Balancer:
             root = given
             await _route_given(root, (), on_expanded)
         quotas = target.quotas(list(leaf_paths(root)))
-        kept, status = self._keep(root, placement, quotas, dataset, store)
+        kept, status = self._keep(root, placement, quotas, dataset, store, router)
         await self._top_up(task, root, quotas, gateway, store)
         return self._export(task, dataset, root, placement, quotas, kept, status, store, router, started)
 
-    async def _pivots(self, builder: TreeBuilder, placement: _Placement, texts: list[str], node: Node,
+    async def _pivots(self, builder: TreeBuilder, placement: _Placement, router: Router, node: Node,
                       subspace: list[str]) -> list[str] | None:
-        items = placement.members.get(node.id, [])
+        items = sorted(placement.members.get(node.id, []), key=router.order.__getitem__)
         want = self.config.tree.pivots
         chosen = sorted(random.Random(stable_seed(self.config.seed, node.id, "pivots")).sample(
-            items, min(want, len(items))))
-        real = [texts[i] for i in chosen]
+            items, min(want, len(items))), key=router.order.__getitem__)
+        real = [router.texts[i] for i in chosen]
         if len(real) >= want:
             return real
         generated = await builder.generate_pivots(node, subspace, want - len(real))
@@ -151,13 +154,14 @@ class Balancer:
         return pivots if len(pivots) >= 2 else None
 
     def _keep(self, root: Node, placement: _Placement, quotas: dict[str, int], dataset: InputDataset,
-              store: RunStore) -> tuple[dict[str, list[int]], dict[int, str]]:
+              store: RunStore, router: Router) -> tuple[dict[str, list[int]], dict[int, str]]:
         kept: dict[str, list[int]] = {}
         status: dict[int, str] = {}
         rows = []
         for leaf in root.leaves():
             items = placement.members.get(leaf.id, [])
-            kept[leaf.id] = choose_kept(items, quotas.get(leaf.id, 0), self.config.seed, leaf.id)
+            kept[leaf.id] = choose_kept(items, quotas.get(leaf.id, 0), self.config.seed, leaf.id,
+                                        rank=router.order.__getitem__)
             status.update(dict.fromkeys(items, "downsampled"))
             for item in kept[leaf.id]:
                 record = dataset.records[item]

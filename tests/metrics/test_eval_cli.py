@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,6 +17,7 @@ from treesynth.cli import evaluate as evaluate_cli
 from treesynth.metrics.data import load_dataset
 from treesynth.metrics.embedders import HashedTfidfEmbedder
 from treesynth.metrics.report import EvalResult, evaluate, render_markdown, write_outputs
+from treesynth.metrics.structure import tree_leaves
 
 
 def make_app() -> typer.Typer:
@@ -183,3 +186,30 @@ def test_missing_matplotlib_skips_plots_with_a_hint(
     assert "pip install 'treesynth[metrics]'" in err
     assert not list(out.glob("*.png"))
     assert json.loads((out / "metrics.json").read_text())["plots"] == {}
+
+
+def test_eval_on_a_real_fake_model_run(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    run, out = tmp_path / "run", tmp_path / "X"
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run([sys.executable, "-m", "treesynth", *args], capture_output=True, text=True,
+                              timeout=300, check=False)
+        assert done.returncode == 0, done.stderr
+        return done
+
+    # width 2 gives the tree an infinite child, whose samples carry concrete values
+    cli("run", "GSM8K-style grade-school math word problems", "--model", "test/fake", "--depth", "2", "--width", "2",
+        "--pivots", "4", "-n", "30", "--samples-per-call", "5", "--out", str(run))
+    done = cli("eval", str(run), "--embedder", "lexical", "--out", str(out))
+    names = {p.name for p in out.iterdir()}
+    assert {"metrics.json", "report.md", "projection.png", "leaf-sizes.png"} <= names
+    metrics = json.loads((out / "metrics.json").read_text())
+    (ds,) = metrics["datasets"]
+    assert ds["kind"] == "run" and ds["samples"] == 30 and metrics["embedder"] in done.stdout
+    tree = json.loads((run / "tree.json").read_text())
+    assert ds["structure"]["leaves_in_tree"] == len(tree_leaves(tree)) and ds["structure"]["unknown_leaf_samples"] == 0
+    assert sum(ds["structure"]["branch_shares"].values()) == pytest.approx(1.0)
+    assert not any(" | " in branch for branch in ds["structure"]["branch_shares"]), "no pool labels"
+    assert metrics["embedder"] in (out / "report.md").read_text()
+    assert_pngs_load(out, sorted(p.name for p in out.glob("*.png")))

@@ -99,7 +99,18 @@ def test_structure_summary_with_tree_counts_empty_leaves() -> None:
     assert s["branch_shares"]["easy"] == pytest.approx(0.75)
     assert s["branch_shares"]["hard"] == pytest.approx(0.25)
     assert s["branch_shares"]["medium"] == 0.0
+    assert "hard | harder" not in s["branch_shares"], "the infinite pool's label is no branch of its own"
     assert s["samples_per_leaf"] == {"min": 0.0, "mean": 2.0, "median": 2.0, "max": 4.0}
+
+
+def test_branch_shares_of_an_infinite_first_split() -> None:
+    pool = [f"person {c}" for c in "ABCDEF"]
+    tree = {"root": node("r", None, [node("p", pool, [node("p1", "x"), node("p2", "y")], infinite=True)])}
+    assert [leaf.pool for leaf in tree_leaves(tree)] == [tuple(pool)] * 2
+    s = structure_summary(["p1", "p1", "p2"], ["person A", "person C", "person C"], tree=tree)
+    assert s["branch_shares"] == pytest.approx({"person C": 2 / 3, "person A": 1 / 3})
+    empty = structure_summary([], [], tree=tree)  # no concrete values seen: the pool stays visible as a branch
+    assert empty["branch_shares"] == {" | ".join(pool): 0.0}
 
 
 def test_structure_summary_without_tree_and_unknown_leaves() -> None:

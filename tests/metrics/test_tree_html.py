@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Callable
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from treesynth.errors import DataError
@@ -132,3 +135,55 @@ def test_page_from_a_run_directory(run_dir: Path) -> None:
     samples = [json.loads(line) for line in (run_dir / "samples.jsonl").read_text().splitlines()]
     p = parse(render_tree_html(tree, samples))
     assert "24 samples" in p.summaries[0]
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+PROBE = ("<script>document.querySelector('button').click();"  # "Expand all": runs the page's own script
+         "document.body.setAttribute('data-open', document.querySelectorAll('details.node[open]').length);</script>")
+
+
+def show_html(run: Path, output: Path) -> str:
+    done = subprocess.run([sys.executable, "-m", "treesynth", "tree", "show", str(run), "--format", "html",
+                           "--output", str(output)], capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "" and f"wrote {output}" in done.stderr
+    return output.read_text(encoding="utf-8")
+
+
+def test_tree_show_html_cli(run_dir: Path, tmp_path: Path) -> None:
+    page = show_html(run_dir, tmp_path / "tree.html")
+    p = parse(page)
+    assert page.startswith("<!DOCTYPE html>") and p.assets == []
+    assert p.details == 7 + 1 and "24 samples" in p.summaries[0]
+    assert any(s.startswith("shopping") and "6 samples" in s for s in p.summaries)
+
+
+def chromium(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    cmd = [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+           "--disable-background-networking", "--disable-component-update", "--disable-sync",
+           "--disable-dev-shm-usage", f"--user-data-dir={tmp_path / 'profile'}", *args]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=180, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs /usr/bin/chromium (apt-get install chromium)")
+def test_page_renders_in_headless_chromium(run_dir: Path, tmp_path: Path) -> None:
+    page = show_html(run_dir, tmp_path / "tree.html")
+    assert page.rstrip().endswith("</body></html>")
+    probed = tmp_path / "probed.html"
+    probed.write_text(page.replace("</body></html>", PROBE + "</body></html>"), encoding="utf-8")
+    dom = chromium(tmp_path, "--dump-dom", probed.as_uri()).stdout
+    p = parse(dom)
+    nodes = 1 + 2 + 4  # root, two branches, four leaves
+    assert 'data-open="7"' in dom, "Expand all (the page's script) must open every node"
+    assert dom.count('<details class="node') == nodes and p.details == nodes + 1
+    for label in ("easy", "hard", "shopping", "travel", "volume", "geometry"):
+        assert any(s.startswith(label) for s in p.summaries), label
+    assert "24 samples" in p.summaries[0] and len(p.items) == 4 * 3
+    shot = tmp_path / "tree.png"
+    chromium(tmp_path, f"--screenshot={shot}", "--window-size=1000,900", (tmp_path / "tree.html").as_uri())
+    from matplotlib import image
+
+    pixels = image.imread(shot)
+    assert pixels.shape[:2] == (900, 1000) and float(np.std(pixels)) > 0.01, "the screenshot is blank"

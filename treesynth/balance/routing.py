@@ -2,8 +2,10 @@
 
 Each call classifies up to ``batch_size`` samples. A reply must return every sample number exactly once
 with one of the node's options; numbers that are missing, duplicated or invented are routed again in a
-later round (a bounded number of rounds), never silently dropped. Batches are formed from sorted item
-numbers, so the outcome per sample does not depend on the input order.
+later round (a bounded number of rounds), never silently dropped. Batches are chunks of the pending samples
+sorted by a stable hash of their content (never by file position), and each call's seed hashes the batch's
+texts, so batch membership, positions within a batch and seeds -- hence the outcome per sample -- do not
+depend on the input order.
 """
 
 from __future__ import annotations
@@ -53,17 +55,36 @@ def check_assignments(numbers: list[int], answer: list[tuple[int, str]], options
     return valid, [n for n in numbers if n not in valid]
 
 
+def content_order(texts: list[str], keys: list[str] | None = None) -> list[int]:
+    """Rank of every item when sorted by a stable hash of its text (then its key, then the text itself).
+
+    Items whose text and key are equal are interchangeable, so only their order among themselves (which
+    cannot change any per-content outcome) follows the input position.
+    """
+    tie = keys or [""] * len(texts)
+    ranked = sorted(range(len(texts)), key=lambda i: (stable_hash(texts[i]), tie[i], texts[i]))
+    order = [0] * len(texts)
+    for rank, item in enumerate(ranked):
+        order[item] = rank
+    return order
+
+
 class Router:
     """Routes items (dataset line indexes) at a node to its children, persisting every outcome."""
 
     def __init__(self, module: SampleRouter, gateway: Gateway, store: RunStore, task: Task, texts: list[str],
-                 seed: int, batch_size: int = 20) -> None:
-        """Wire a router over ``texts`` (indexed by item)."""
+                 seed: int, batch_size: int = 20, keys: list[str] | None = None) -> None:
+        """Wire a router over ``texts`` (indexed by item).
+
+        ``keys`` (one per item, e.g. a hash of the whole record) break ties between items with equal texts;
+        they must depend on content only, never on file position.
+        """
         self.module = module
         self.gateway = gateway
         self.store = store
         self.task = task
         self.texts = texts
+        self.order = content_order(texts, keys)
         self.seed = seed
         self.batch_size = batch_size
         self.routing_calls = 0
@@ -71,7 +92,7 @@ class Router:
     async def route(self, node: Node, subspace: list[str], items: list[int]) -> Routed:
         """Route ``items`` at ``node`` (internal) to a child value, ``None`` for none-fits or failure."""
         done = self.store.routes(node.id)
-        pending = sorted(i for i in items if i not in done)
+        pending = sorted((i for i in items if i not in done), key=self.order.__getitem__)
         if pending:
             options = self._options(node)
             routed: Routed = {}
@@ -101,12 +122,13 @@ class Router:
     async def _batch(self, node: Node, subspace: list[str], options: list[str], items: list[int],
                      round_index: int) -> tuple[Routed, list[int]]:
         numbers = list(range(1, len(items) + 1))
-        seed = stable_seed(self.seed, node.id, "route", stable_hash(items), round_index)
+        samples = [self.texts[i] for i in items]
+        seed = stable_seed(self.seed, node.id, "route", stable_hash(samples), round_index)
 
         async def run(lm: Any, config: dict[str, Any]) -> Any:
             return await self.module.acall(task=self.task.description, subspace=subspace,
                                            criterion=node.criterion or "", options=options,
-                                           samples=[self.texts[i] for i in items], lm=lm, config=config)
+                                           samples=samples, lm=lm, config=config)
 
         self.routing_calls += 1
         pred = await self.gateway.call("routing", stage="routing", node_id=node.id, seed=seed, fn=run)

@@ -26,10 +26,14 @@ ROOT_BRANCH = "root"
 
 @dataclass(frozen=True)
 class TreeLeaf:
-    """A leaf of ``tree.json``: its id and the value of its first-level ancestor (``root`` at depth 0)."""
+    """A leaf of ``tree.json``: its id and the value of its first-level ancestor (``root`` at depth 0).
+
+    ``pool`` holds the concrete values when that ancestor is infinite (``branch`` is then the pool's label).
+    """
 
     leaf_id: str
     branch: str
+    pool: tuple[str, ...] = ()
 
 
 def node_label(value: Any) -> str:
@@ -48,13 +52,17 @@ def branch_of_path(path: Sequence[Mapping[str, Any]]) -> str:
     return node_label(path[0].get("value"))
 
 
-def _walk(node: Mapping[str, Any], branch: str | None) -> Iterator[TreeLeaf]:
+def _walk(node: Mapping[str, Any], branch: str | None, pool: tuple[str, ...] = ()) -> Iterator[TreeLeaf]:
     children = node.get("children") or []
     if not children:
-        yield TreeLeaf(leaf_id=str(node.get("id")), branch=branch or ROOT_BRANCH)
+        yield TreeLeaf(leaf_id=str(node.get("id")), branch=branch or ROOT_BRANCH, pool=pool)
         return
     for child in children:
-        yield from _walk(child, branch if branch is not None else node_label(child.get("value")))
+        if branch is not None:
+            yield from _walk(child, branch, pool)
+        else:
+            value = child.get("value")
+            yield from _walk(child, node_label(value), tuple(str(v) for v in value) if isinstance(value, list) else ())
 
 
 def tree_leaves(tree: Mapping[str, Any]) -> list[TreeLeaf]:
@@ -141,9 +149,11 @@ def structure_summary(
         leaves_in_tree = len(leaves)
         known = {leaf.leaf_id for leaf in leaves}
         unknown = sum(c for leaf_id, c in counts.items() if leaf_id not in known)
+        seen = set(branch_counts)
         for leaf in leaves:
             counts.setdefault(leaf.leaf_id, 0)
-            branch_counts.setdefault(leaf.branch, 0)
+            if not seen.intersection(leaf.pool):  # samples name concrete values of an infinite branch: no pool label
+                branch_counts.setdefault(leaf.branch, 0)
     values = list(counts.values())
     total = len(sample_leaves)
     return {
