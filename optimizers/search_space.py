@@ -18,9 +18,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Protocol
 
-import yaml
-
-from treesynth.config import RunConfig
+from treesynth.config import RunConfig, read_yaml_mapping
 from treesynth.errors import ConfigError
 
 NO_PROGRAM = "none"
@@ -147,14 +145,7 @@ class SearchSpace:
     @classmethod
     def load(cls, path: Path) -> SearchSpace:
         """Read a space file (YAML)."""
-        try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except FileNotFoundError:
-            raise ConfigError(f"search space file {path} does not exist") from None
-        except yaml.YAMLError:
-            raise ConfigError(f"search space file {path}: malformed YAML; fix the syntax") from None
-        if not isinstance(raw, dict):
-            raise ConfigError(f"search space file {path}: expected a mapping of parameter ranges")
+        raw = read_yaml_mapping(path, "search space file", "parameter ranges")
         return cls.from_mapping(raw, source=str(path))
 
 

@@ -94,6 +94,23 @@ class ModelConfig(_Frozen):
         return override.max_tokens if override is not None and override.max_tokens else self.max_tokens
 
 
+def read_yaml_mapping(path: Path, kind: str, holds: str) -> dict[str, Any]:
+    """The mapping in the YAML (or JSON) file ``path``; errors say which ``kind`` of file and how to fix it.
+
+    Raises:
+        ConfigError: the file is missing, is not valid YAML, or does not hold a mapping (of ``holds``).
+    """
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"{kind} {path} does not exist") from None
+    except yaml.YAMLError:
+        raise ConfigError(f"{kind} {path}: malformed YAML; fix the syntax") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{kind} {path}: expected a mapping of {holds}")
+    return raw
+
+
 class RunConfig(_Frozen):
     """Everything that shapes a run. Written to ``run.json`` and loadable again with ``--config``."""
 
@@ -106,14 +123,7 @@ class RunConfig(_Frozen):
     @classmethod
     def load(cls, path: Path) -> RunConfig:
         """Read a YAML (or JSON) config file; errors name the file and the bad key."""
-        try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except FileNotFoundError:
-            raise ConfigError(f"config file {path} does not exist") from None
-        except yaml.YAMLError:
-            raise ConfigError(f"config file {path}: malformed YAML; fix the syntax") from None
-        if not isinstance(raw, dict):
-            raise ConfigError(f"config file {path}: expected a mapping of settings")
+        raw = read_yaml_mapping(path, "config file", "settings")
         raw = raw.get("config", raw) if "counts" in raw else raw  # accept a run.json as config
         return cls.parse(raw, source=str(path))
 
