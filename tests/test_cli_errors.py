@@ -42,6 +42,22 @@ def test_bad_options(tmp_path: Path, args: list[str], needles: list[str]) -> Non
     assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
 
 
+@pytest.mark.parametrize(
+    ("args", "needles"),
+    [
+        (["run", "poems", "--depth", "abc"], ["error: Invalid value for '--depth'", "treesynth run --help'"]),
+        (["tree", "show", "X", "--format", "bogus"], ["error: Invalid value for '--format'", "bogus",
+                                                      "treesynth tree show --help'"]),
+        (["run", "poems", "--no-such-flag"], ["error: No such option: --no-such-flag", "--help"]),
+        (["nosuchcommand"], ["error: No such command 'nosuchcommand'", "treesynth --help'"]),
+    ],
+)
+def test_click_usage_errors_are_one_line(args: list[str], needles: list[str]) -> None:
+    done = treesynth(*args)
+    assert_usage_error(done, *needles)
+    assert "╭" not in done.stderr and not done.stdout
+
+
 def test_missing_key_and_unreachable_api_base(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"}
     no_key = treesynth("run", "poems", "--model", "openai/gpt-4o-mini", "-q", "--out", str(tmp_path / "a"), env=env)
@@ -89,6 +105,38 @@ def test_out_dir_protection(tmp_path: Path) -> None:
         {k: v for k, v in before.items() if not k.startswith("treesynth.db")}
 
 
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    run = tmp_path_factory.mktemp("finished") / "run"
+    done = treesynth("run", "poems", "--model", "test/fake", "-q", "-n", "6", "--depth", "1", "--out", str(run))
+    assert done.returncode == 0, done.stderr
+    return run
+
+
+@pytest.mark.parametrize(
+    ("task", "extra", "needles"),
+    [
+        ("   ", [], ["task", "describe"]),
+        ("poems", ["--depth", "0"], ["tree.depth"]),
+        ("poems", ["--width", "1"], ["tree.width"]),
+        ("poems", ["--model", "nosuchprovider/some-model"], ["unknown model provider"]),
+        ("poems", ["--config", "{bad_yaml}"], ["malformed YAML"]),
+        ("{bad_yaml}", [], ["malformed YAML"]),
+    ],
+)
+def test_bad_input_leaves_a_finished_run_byte_identical(finished_run: Path, tmp_path: Path, task: str,
+                                                        extra: list[str], needles: list[str]) -> None:
+    bad_yaml = tmp_path / "bad.yaml"
+    bad_yaml.write_text("tree: [unclosed\n")
+    before = snapshot(finished_run)
+    assert {"treesynth.db", "run.json", "samples.jsonl", "tree.json"} <= set(before)
+    # the finished run's own flags first: a later repeated flag wins
+    done = treesynth("run", task.format(bad_yaml=bad_yaml), "--model", "test/fake", "-q", "-n", "6", "--depth", "1",
+                     "--out", str(finished_run), *(a.format(bad_yaml=bad_yaml) for a in extra))
+    assert_usage_error(done, *needles)
+    assert snapshot(finished_run) == before  # every byte, the database (and any -wal/-shm) included
+
+
 def test_unwritable_out_dir(tmp_path: Path) -> None:
     if os.geteuid() == 0:  # root writes through permission bits; sysfs refuses even root
         target = Path("/sys/treesynth-test-out")
@@ -117,6 +165,8 @@ def test_tree_show_on_missing_and_broken_files(tmp_path: Path) -> None:
 def test_help_lists_commands() -> None:
     done = treesynth("--help")
     assert done.returncode == 0 and "run" in done.stdout and "tree" in done.stdout
+    bare = treesynth()  # no arguments: the help, as before
+    assert bare.returncode == 2 and "Usage:" in bare.stdout and "Commands" in bare.stdout and not bare.stderr
     done = treesynth("run", "--help")
     for flag in ("--model", "--api-base", "--depth", "--width", "--pivots", "--samples", "--samples-per-call",
                  "--concurrency", "--seed", "--out", "--config"):
@@ -132,6 +182,19 @@ def test_no_model_and_no_embedded_extra_names_both_fixes(monkeypatch: pytest.Mon
     with pytest.raises(ConfigError, match=r"--model provider/model.*treesynth\[local\]"):
         build_config(None)
     assert build_config(None, model="test/fake").tree.depth == 3  # explicit models keep the normal defaults
+
+
+def test_explicit_embedded_model_without_the_extra_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    from treesynth.cli.options import build_config
+    from treesynth.errors import ConfigError
+    from treesynth.providers import factory
+    from treesynth.providers.local import LOCAL_EXTRA_HINT
+
+    monkeypatch.setattr(factory, "embedded_available", lambda: False)
+    config = build_config(None, model="local/gemma-3-270m")
+    with pytest.raises(ConfigError) as caught:
+        factory.make_role_lms(config.model)
+    assert str(caught.value) == LOCAL_EXTRA_HINT and "no --model given" not in str(caught.value)
 
 
 def test_embedded_model_gets_small_defaults_under_explicit_flags(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
 
+import dspy
 import pytest
 from support import ScriptedEngine, leaf_index, read_jsonl, scripted_lms
 
+from treesynth.config import ROLES
 from treesynth.models import FirstSplit, Task, normalize
 from treesynth.pipeline import TreeSynth
 from treesynth.program import TreeSynthProgram
-from treesynth.testing.fake_lm import fake_answer
+from treesynth.synthesis.filler import Leaf, LeafFiller
+from treesynth.testing.fake_lm import AsyncFakeEngine, fake_answer
 
 
 def test_infinite_children_draw_concrete_values_per_call(tmp_path: Path, fake_config: Any) -> None:
@@ -109,9 +113,60 @@ def test_provider_outage_stops_partial_and_resume_completes(tmp_path: Path, fake
 
     out = tmp_path / "r"
     first = TreeSynth(fake_config(), lms=scripted_lms(ScriptedEngine(down))).run("riddles", out)
-    assert first.status == "partial" and "pivots call for node root failed" in first.summary["error"]
+    assert first.status == "failed" and "pivots call for node root failed" in first.summary["error"]
+    stored = json.loads((out / "run.json").read_text())
+    assert stored["status"] == "failed" and "resume" in stored["resume"]
+    assert stored["counts"]["leaves"] == 0 and stored["counts"]["samples"] == 0  # the root was never expanded
     second = TreeSynth(fake_config(), lms=scripted_lms(ScriptedEngine())).run("riddles", out)
     assert second.status == "complete" and second.summary["counts"]["samples"] == 40
+
+
+def test_unexpected_error_writes_failed_run_json_and_resume_completes(tmp_path: Path, fake_config: Any,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    async def broken_fill(self: LeafFiller, leaf: Leaf) -> None:
+        raise RuntimeError("disk on fire")
+
+    out = tmp_path / "r"
+    with monkeypatch.context() as patch:
+        patch.setattr(LeafFiller, "fill", broken_fill)
+        with pytest.raises(ExceptionGroup) as caught:
+            TreeSynth(fake_config()).run("riddles", out)
+    assert caught.group_contains(RuntimeError, match="disk on fire")
+    stored = json.loads((out / "run.json").read_text())
+    assert stored["status"] == "failed" and "RuntimeError: disk on fire" in stored["error"]
+    assert stored["counts"]["nodes"] > 1 and stored["counts"]["samples"] == 0  # the tree as far as it grew
+    tree_calls = sum(r["calls"] for r in stored["llm"]["by_stage"] if r["stage"] != "leaf")
+    second = TreeSynth(fake_config()).run("riddles", out)
+    assert second.status == "complete" and second.summary["counts"]["samples"] == 40
+    assert sum(r["calls"] for r in second.summary["llm"]["by_stage"] if r["stage"] != "leaf") == tree_calls
+
+
+class StartOrder(AsyncFakeEngine):
+    """Records the output field of every call as it starts; the first pivots call is slow."""
+
+    def __init__(self, sync: ScriptedEngine) -> None:
+        super().__init__(sync)
+        self.started: list[str] = []
+
+    async def complete(self, request: Any) -> Any:
+        schema = (request.config.response_format or {}).get("schema") or {}
+        field = next(iter(schema.get("properties", {"?": 0})))
+        self.started.append(field)
+        await asyncio.sleep(0.5 if field == "pivots" and self.started.count("pivots") == 1 else 0.005)
+        return self.sync._respond(request)
+
+
+def test_no_level_barrier_leaf_synthesis_starts_while_the_tree_grows(tmp_path: Path, fake_config: Any) -> None:
+    engine = ScriptedEngine()
+    order = StartOrder(engine)
+    lm = dspy.LM("test/scripted", engine=engine, async_engine=order, cache=False, temperature=1.0, max_tokens=512)
+    # a predefined first split: three depth-1 branches expand with the LLM, one of them held back
+    task = Task(description="riddles", first_split=FirstSplit(criterion="theme", values=["animals", "food", "sea"]))
+    result = TreeSynth(fake_config(), lms=dict.fromkeys(ROLES, lm)).run(task, tmp_path / "r")
+    assert result.status == "complete" and set(order.started) >= {"pivots", "split", "coverage", "samples"}
+    last_tree_call = max(i for i, field in enumerate(order.started) if field in ("split", "coverage"))
+    first_leaf_call = order.started.index("samples")
+    assert first_leaf_call < last_tree_call, "leaf synthesis waited for the whole tree (a level barrier)"
 
 
 def test_program_exposes_every_predictor_once() -> None:

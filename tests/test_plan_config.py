@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
+import dspy
 import yaml
 from test_run_e2e import treesynth
 
-from treesynth.config import RunConfig
-from treesynth.planning import leaf_calls_for
+from treesynth.config import ROLES, RunConfig
+from treesynth.models import Task
+from treesynth.pipeline import TreeSynth
+from treesynth.planning import aplan, leaf_calls_for
+from treesynth.providers import make_lm
 
 ARGS = ["GSM8K-style grade-school math word problems", "--model", "test/fake", "--depth", "3", "--width", "4",
         "-n", "500"]
@@ -35,6 +40,22 @@ def test_analytic_plan_makes_no_call_and_bounds_the_tree(tmp_path: Path) -> None
     plan = json.loads(done.stdout)
     assert plan["leaves"] == 64 and plan["nodes"] == 85 and plan["analytic"]
     assert not (tmp_path / "none").exists()
+
+
+def test_plan_prices_leaf_synthesis_with_the_leaf_model(tmp_path: Path) -> None:
+    args = ["poems", "--model", "test/fake", "--role-model", "leaf=openai/gpt-4o-mini", "-n", "3000", "--depth", "2"]
+    done = treesynth("run", *args, "--dry-run", "--analytic", "--json", "--out", str(tmp_path / "a"))
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["cost_usd"] > 0  # the tree stages are free, the leaf stage is not
+    free = treesynth("run", *args[:3], *args[5:], "--dry-run", "--analytic", "--json", "--out", str(tmp_path / "b"))
+    assert json.loads(free.stdout)["cost_usd"] == 0
+
+    config = RunConfig().with_overrides({"model.model": "test/fake", "tree.depth": 2, "synthesis.samples": 3000})
+    fake = make_lm("test/fake", temperature=1.0, max_tokens=512)
+    never_called = dspy.LM("openai/gpt-4o-mini", api_base="http://127.0.0.1:9/v1", api_key="unused", cache=False)
+    lms = {**dict.fromkeys(ROLES, fake), "leaf": never_called}
+    plan = asyncio.run(aplan(TreeSynth(config, lms=lms), Task.from_arg("poems"), tmp_path / "c"))  # tree only
+    assert plan.leaf_calls > 0 and plan.cost_usd is not None and plan.cost_usd > 0
 
 
 def test_leaf_call_projection() -> None:

@@ -63,7 +63,7 @@ def test_fault_injection_full_run(tmp_path: Path) -> None:
 def test_run_resumes_against_a_server_that_comes_back(tmp_path: Path) -> None:
     with FakeServer(FaultConfig(rate_500=1.0)) as server:
         first = run(server, tmp_path / "r", 20, **{"model.attempts": 2, "model.failure_limit": 3})
-    assert first["status"] == "partial" and "resume" in (first["error"] or "")
+    assert first["status"] == "failed" and "resume" in (first["error"] or "")  # stopped before any sample
     with FakeServer(FaultConfig()) as server:
         second = run(server, tmp_path / "r", 20, **{"model.attempts": 2})
     assert_exact(tmp_path / "r", second, 20)

@@ -14,7 +14,10 @@ Heavy names (the pipeline pulls in DSPy) load on first access so that ``treesynt
 from __future__ import annotations
 
 import importlib
+import os
 from typing import TYPE_CHECKING, Any
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # litellm must never fetch its price list
 
 if TYPE_CHECKING:
     from treesynth.config import ModelConfig, RunConfig, SynthesisConfig, TreeConfig

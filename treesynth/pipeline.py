@@ -18,7 +18,7 @@ from typing import Any
 import dspy
 
 from treesynth.config import Role, RunConfig
-from treesynth.errors import ProviderError
+from treesynth.errors import ConfigError, ProviderError
 from treesynth.models import Node, PathSpec, Sample, Task, Tree
 from treesynth.program import TreeSynthProgram
 from treesynth.providers import CallRecord, Gateway, RetryPolicy, make_role_lms
@@ -56,7 +56,7 @@ class RunResult:
 
     @property
     def status(self) -> str:
-        """``complete`` or ``partial``."""
+        """``complete``, ``partial`` or ``failed``."""
         return str(self.summary["status"])
 
     def samples(self) -> Iterator[Sample]:
@@ -116,11 +116,16 @@ class TreeSynth:
         lms = self.lms or make_role_lms(self.config.model)
         store = RunStore.open(Path(out), self._identity(task))
         started = time.time()
+        run: _Run | None = None
         try:
             run = self._wire(task, lms, store)
             with lm_context():
                 error = await self._grow_and_fill(run, fill=not tree_only)   # tree building + leaf synthesis
             return self._export(run, error, started, samples=not tree_only)  # dataset + metrics
+        except Exception as exc:
+            if run is not None and not tree_only and not isinstance(exc, ConfigError):
+                _export_failure(run, self.config, exc, started)
+            raise
         finally:
             store.close()
 
@@ -172,10 +177,7 @@ class TreeSynth:
                 progress.tree_done = True
                 await planner.finish_tree()
         except* ProviderError as group:
-            first: BaseException = group
-            while isinstance(first, BaseExceptionGroup):
-                first = first.exceptions[0]
-            stop.append(str(first))
+            stop.append(str(_first_error(group)))
         return stop[0] if stop else None
 
     def _ledger(self, store: RunStore, progress: Progress, rec: CallRecord) -> None:
@@ -194,11 +196,35 @@ class TreeSynth:
     def _export(self, run: _Run, error: str | None, started: float, *, samples: bool) -> RunResult:
         quotas = run.planner.quotas()
         if samples:
-            return export_run(run.store, run.builder.root, run.task, self.config, quotas, error, started)
+            return export_run(run.store, run.builder.root, run.task, self.config, quotas, error, started,
+                              pending=_unexpanded(run))
         tree = _tree_with_counts(run.store, run.builder.root, run.task, self.config, quotas)
         return RunResult(out=run.store.out, tree=tree, summary={"status": "tree", "error": error,
                                                                 "llm": run.store.ledger(),
                                                                 "allocation": {"quota": quotas}})
+
+
+def _first_error(exc: BaseException) -> BaseException:
+    """The first leaf exception of a (nested) exception group, or ``exc`` itself."""
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    return exc
+
+
+def _unexpanded(run: _Run) -> frozenset[str]:
+    """Childless nodes of the tree that were never expanded (building stopped before them)."""
+    return frozenset(leaf.id for leaf in run.builder.root.leaves() if run.store.get_node(leaf.id) is None)
+
+
+def _export_failure(run: _Run, config: RunConfig, exc: Exception, started: float) -> None:
+    """Best effort: write the exports with ``run.json`` status ``failed``; the store keeps all work for resume."""
+    first = _first_error(exc)
+    error = f"unexpected {type(first).__name__}: {str(first)[:300]}; re-run the same command to resume"
+    try:
+        export_run(run.store, run.builder.root, run.task, config, run.planner.quotas(), error, started, failed=True,
+                   pending=_unexpanded(run))
+    except Exception:  # the original error matters more than a failed export
+        return
 
 
 def _tree_with_counts(store: RunStore, root: Node, task: Task, config: RunConfig, quotas: dict[str, int]) -> Tree:
@@ -212,12 +238,17 @@ def _tree_with_counts(store: RunStore, root: Node, task: Task, config: RunConfig
 
 
 def export_run(store: RunStore, root: Node, task: Task, config: RunConfig, quotas: dict[str, int],
-               error: str | None, started: float, **extra: Any) -> RunResult:
-    """Write ``tree.json``, ``samples.jsonl`` and ``run.json`` (atomically) and return the result."""
+               error: str | None, started: float, *, failed: bool = False, pending: frozenset[str] = frozenset(),
+               **extra: Any) -> RunResult:
+    """Write ``tree.json``, ``samples.jsonl`` and ``run.json`` (atomically) and return the result.
+
+    ``failed`` marks a run that ended in an unexpected error (``run.json`` status ``failed``); ``pending``
+    names nodes never expanded, which are not counted as leaves.
+    """
     tree = _tree_with_counts(store, root, task, config, quotas)
     n_samples = write_jsonl_atomic(store.out / "samples.jsonl", store.samples())
     summary = run_summary(tree=tree, store=store, n_samples=n_samples, quotas=quotas, error=error,
-                          started=started, config=config)
+                          started=started, config=config, failed=failed, pending=pending)
     summary.update(extra)
     write_atomic(store.out / "run.json", json.dumps(summary, indent=2, ensure_ascii=False))
     return RunResult(out=store.out, tree=tree, summary=summary)

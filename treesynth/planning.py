@@ -15,15 +15,17 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from treesynth.config import RunConfig
+from treesynth.config import Role, RunConfig
 from treesynth.models import Task
 from treesynth.pipeline import TreeSynth
+from treesynth.providers import default_model
 from treesynth.providers.pricing import estimate_cost
 from treesynth.synthesis.allocate import allocate
 
 DEFAULT_DUP_RATE = 0.1
 _LEAF_PROMPT_TOKENS = 450  # typical JSONAdapter leaf prompt without an 'avoid' list
 _TOKENS_PER_SAMPLE = 40
+_TREE_ROLES: tuple[Role, ...] = ("pivots", "criterion", "coverage")
 
 
 @dataclass(frozen=True)
@@ -61,18 +63,34 @@ def leaf_calls_for(quota: int, per_call: int, dup_rate: float) -> int:
     return calls
 
 
+def _priced(parts: list[tuple[str, int, int]]) -> float | None:
+    """Total cost of ``(model, prompt tokens, completion tokens)`` parts; ``None`` if any price is unknown."""
+    total: float | None = 0.0
+    for model, prompt, completion in parts:
+        cost = estimate_cost(model, prompt, completion)
+        total = None if total is None or cost is None else total + cost
+    return total
+
+
 def analytic_plan(config: RunConfig, model: str, dup_rate: float = DEFAULT_DUP_RATE) -> Plan:
-    """An upper bound with no LLM call: a full tree of ``width`` children per node."""
+    """An upper bound with no LLM call: a full tree of ``width`` children per node.
+
+    Each stage is priced with its role's model (``model`` for roles without one of their own).
+    """
     width, depth = config.tree.width, config.tree.depth
     internal = sum(width**d for d in range(depth))
     leaves = width**depth
     tree_calls = internal * 3  # pivots + criterion + coverage
     quotas = allocate({str(i): 1.0 for i in range(leaves)}, config.synthesis.samples)
     leaf_calls = sum(leaf_calls_for(q, config.synthesis.samples_per_call, dup_rate) for q in quotas.values())
-    prompt = tree_calls * _LEAF_PROMPT_TOKENS + leaf_calls * _LEAF_PROMPT_TOKENS
-    completion = (tree_calls * config.tree.pivots + leaf_calls * config.synthesis.samples_per_call) * _TOKENS_PER_SAMPLE
-    return Plan(internal + leaves, leaves, tree_calls, leaf_calls, prompt, completion,
-                estimate_cost(model, prompt, completion), analytic=True)
+    stage_prompt, stage_completion = internal * _LEAF_PROMPT_TOKENS, internal * config.tree.pivots * _TOKENS_PER_SAMPLE
+    leaf_prompt = leaf_calls * _LEAF_PROMPT_TOKENS
+    leaf_completion = leaf_calls * config.synthesis.samples_per_call * _TOKENS_PER_SAMPLE
+    parts: list[tuple[str, int, int]] = [(config.model.model_for(role) or model, stage_prompt, stage_completion)
+                                         for role in _TREE_ROLES]
+    parts.append((config.model.model_for("leaf") or model, leaf_prompt, leaf_completion))
+    return Plan(internal + leaves, leaves, tree_calls, leaf_calls, 3 * stage_prompt + leaf_prompt,
+                3 * stage_completion + leaf_completion, _priced(parts), analytic=True)
 
 
 async def aplan(pipeline: TreeSynth, task: Task, out: Path, dup_rate: float = DEFAULT_DUP_RATE) -> Plan:
@@ -88,9 +106,17 @@ async def aplan(pipeline: TreeSynth, task: Task, out: Path, dup_rate: float = DE
                   / max(1, sum(r["calls"] for r in pivot_rows) * pipeline.config.tree.pivots)) or _TOKENS_PER_SAMPLE
     per_prompt = (sum(r["prompt_tokens"] for r in pivot_rows) / max(1, sum(r["calls"] for r in pivot_rows))
                   ) or _LEAF_PROMPT_TOKENS
-    prompt = sum(r["prompt_tokens"] for r in tree_rows) + round(leaf_calls * per_prompt * 1.3)
-    completion = sum(r["completion_tokens"] for r in tree_rows) + round(leaf_calls * k * per_sample)
-    models = {r["model"] for r in ledger["by_stage"]} or {"test/fake"}
-    cost = estimate_cost(next(iter(models)), prompt, completion) if len(models) == 1 else None
+    leaf_prompt, leaf_completion = round(leaf_calls * per_prompt * 1.3), round(leaf_calls * k * per_sample)
+    prompt = sum(r["prompt_tokens"] for r in tree_rows) + leaf_prompt
+    completion = sum(r["completion_tokens"] for r in tree_rows) + leaf_completion
+    parts = [(r["model"], r["prompt_tokens"], r["completion_tokens"]) for r in tree_rows]
+    cost = _priced([*parts, (_leaf_model(pipeline), leaf_prompt, leaf_completion)])
     nodes = sum(1 for _ in result.tree.root.walk())
     return Plan(nodes, len(quotas), ledger["calls"], leaf_calls, prompt, completion, cost, analytic=False)
+
+
+def _leaf_model(pipeline: TreeSynth) -> str:
+    """The model that will serve leaf synthesis: the pipeline's own leaf LM, else the leaf role's model."""
+    if pipeline.lms is not None and "leaf" in pipeline.lms:
+        return str(pipeline.lms["leaf"].model)
+    return pipeline.config.model.model_for("leaf") or default_model()

@@ -35,13 +35,25 @@ def versions() -> dict[str, str]:
     return found
 
 
+def run_status(*, error: str | None, n_samples: int, target: int, failed: bool = False) -> str:
+    """``complete``; ``failed`` after an unexpected error or an error before any sample; else ``partial``."""
+    if error is None and n_samples == target and not failed:
+        return "complete"
+    return "failed" if failed or (error is not None and n_samples == 0) else "partial"
+
+
 def run_summary(*, tree: Tree, store: RunStore, n_samples: int, quotas: dict[str, int], error: str | None,
-                started: float, config: RunConfig) -> dict[str, Any]:
-    """Build the ``run.json`` mapping for a finished (or stopped) run."""
+                started: float, config: RunConfig, failed: bool = False,
+                pending: frozenset[str] = frozenset()) -> dict[str, Any]:
+    """Build the ``run.json`` mapping for a finished, stopped or (``failed``) crashed run.
+
+    ``pending`` names childless nodes that were never expanded (e.g. the root when the provider was
+    unreachable): they are not counted as leaves.
+    """
     target = config.synthesis.samples
-    leaves = list(tree.root.leaves())
+    leaves = [leaf for leaf in tree.root.leaves() if leaf.id not in pending]
     candidates = store.candidate_stats()
-    status = "complete" if error is None and n_samples == target else "partial"
+    status = run_status(error=error, n_samples=n_samples, target=target, failed=failed)
     previous = store.get_meta("elapsed_seconds") or 0.0
     elapsed = previous + (time.time() - started)
     store.set_meta("elapsed_seconds", elapsed)

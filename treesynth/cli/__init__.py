@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import sys
+
 import typer
+
+from treesynth.cli._common import ClickException, NoArgsIsHelpError, usage_line
 
 app = typer.Typer(
     name="treesynth",
@@ -29,5 +33,15 @@ _register_commands()
 
 
 def main() -> None:
-    """Console-script entry point."""
-    app()
+    """Console-script entry point; click's own usage errors print one ``error:`` line (exit 2), not a box."""
+    try:
+        code = app(standalone_mode=False)
+    except NoArgsIsHelpError:
+        code = 2  # the help was printed already
+    except ClickException as exc:
+        print(f"error: {usage_line(exc)}", file=sys.stderr)
+        code = exc.exit_code
+    except typer.Abort:
+        print("error: aborted", file=sys.stderr)
+        code = 1
+    sys.exit(code if isinstance(code, int) else 0)

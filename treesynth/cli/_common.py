@@ -9,6 +9,12 @@ from typing import NoReturn, TypeVar
 
 import typer
 
+try:  # typer >= 0.29 vendors its own click; re-exported for cli/__init__
+    from typer._click.exceptions import ClickException as ClickException
+    from typer._click.exceptions import NoArgsIsHelpError as NoArgsIsHelpError
+except ImportError:  # pragma: no cover - older typer uses the click package
+    from click.exceptions import ClickException, NoArgsIsHelpError  # type: ignore[assignment]  # noqa: F401
+
 from treesynth.errors import ConfigError, TreeSynthError
 
 T = TypeVar("T")
@@ -18,6 +24,13 @@ def fail(message: str, code: int) -> NoReturn:
     """Print ``error: message`` on stderr and exit with ``code``."""
     print(f"error: {message}", file=sys.stderr)
     raise typer.Exit(code)
+
+
+def usage_line(exc: ClickException) -> str:
+    """Click's own error (bad option value, unknown command...) as one line with a pointer to ``--help``."""
+    message = " ".join(exc.format_message().split()).rstrip(".")
+    ctx = getattr(exc, "ctx", None)
+    return f"{message}; see '{ctx.command_path} --help'" if ctx is not None else message
 
 
 @contextmanager

@@ -17,6 +17,7 @@ class ProgressView:
         """Prepare a view for ``target`` samples."""
         self.enabled = enabled
         self._last = 0.0
+        self._latest: Any = None
         self._bar = Progress(
             TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
             TextColumn("{task.fields[detail]}"), TimeElapsedColumn(),
@@ -31,15 +32,21 @@ class ProgressView:
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
-        """Stop rendering."""
+        """Render the last snapshot (updates are throttled, so it may not be on screen yet), then stop."""
+        if self.enabled and self._latest is not None:
+            self._render(self._latest)
         self._bar.stop()
 
     def update(self, progress: Any) -> None:
         """Render a :class:`treesynth.pipeline.Progress` snapshot (throttled to 10 Hz)."""
+        self._latest = progress
         now = time.monotonic()
         if not self.enabled or now - self._last < 0.1:
             return
         self._last = now
+        self._render(progress)
+
+    def _render(self, progress: Any) -> None:
         tree = "tree done" if progress.tree_done else "growing tree"
         cost = "cost ?" if progress.cost_usd is None else f"${progress.cost_usd:.4f}"
         detail = (f"{tree} | nodes {progress.nodes} | leaves {progress.leaves} | calls {progress.calls}"

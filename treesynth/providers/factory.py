@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import importlib.util
-import os
 from typing import Any
 
 import dspy
 
 from treesynth.config import ROLES, ModelConfig, Role
 from treesynth.errors import ConfigError
+from treesynth.providers.local import LOCAL_EXTRA_HINT
 
 FAKE_MODEL = "test/fake"
 EMBEDDED_MODEL = "local/gemma-3-270m"
@@ -36,10 +36,10 @@ def _check_litellm_model(model: str) -> None:
     provider, _, name = model.partition("/")
     if not provider or not name:
         raise ConfigError(f"model {model!r} needs a provider prefix: use provider/model, e.g. openai/gpt-4o-mini")
-    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
     import litellm
 
     known = {str(getattr(p, "value", p)) for p in litellm.provider_list}
+    known |= {str(entry.get("provider")) for entry in litellm.custom_provider_map or []}  # litellm.CustomLLM
     if provider not in known:
         close = sorted(p for p in known if p.startswith(provider[:3]))[:3]
         hint = f" (did you mean {', '.join(close)}?)" if close else ""
@@ -70,7 +70,7 @@ def make_lm(model: str, *, temperature: float, max_tokens: int, api_base: str | 
                        max_tokens=max_tokens, cache=False)
     if model.startswith("local/"):
         if not embedded_available():
-            default_model()  # raises the install hint
+            raise ConfigError(LOCAL_EXTRA_HINT)
         from treesynth.providers.local import make_local_lm
 
         return make_local_lm(model, temperature=temperature, max_tokens=max_tokens, cache=cache)

@@ -115,19 +115,27 @@ class Gateway:
         retries = 0
         for index in range(self.policy.attempts):
             attempt = await self._attempt(lm, config, fn)
-            self._track_failures(attempt, lm.model)
+            try:
+                self._track_failures(attempt, lm.model)
+            except ProviderError:  # breaker tripped or host unreachable: the ledger still gets this call
+                self._record(stage, lm.model, node_id, attempt, start, retries)
+                raise
             if not attempt.retryable or index == self.policy.attempts - 1:
                 break
             retries += 1
             await asyncio.sleep(self._delay(attempt, index, jitter))  # the slot is free while we sleep
-        prompt, completion = _usage(attempt.result)
-        cached = attempt.error is None and prompt == completion == 0
-        self._on_call(CallRecord(stage, lm.model, node_id, attempt.error is None, attempt.error, prompt, completion,
-                                 time.perf_counter() - start, retries, cached))
+        self._record(stage, lm.model, node_id, attempt, start, retries)
         if required and attempt.error not in (None, "parse"):
             raise ProviderError(f"the {stage} call for node {node_id} failed after {retries + 1} attempts "
                                 f"({attempt.error}); re-run the same command to resume")
         return attempt.result if attempt.error is None else None
+
+    def _record(self, stage: str, model: str, node_id: str, attempt: _Attempt, start: float, retries: int) -> None:
+        """Hand one call (its last attempt's outcome, usage and total time) to the ledger."""
+        prompt, completion = _usage(attempt.result)
+        cached = attempt.error is None and prompt == completion == 0
+        self._on_call(CallRecord(stage, model, node_id, attempt.error is None, attempt.error, prompt, completion,
+                                 time.perf_counter() - start, retries, cached))
 
     async def _attempt(self, lm: dspy.LM, config: dict[str, Any], fn: CallFn[Any]) -> _Attempt:
         await self.limiter.acquire()

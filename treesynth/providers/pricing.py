@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from functools import cache
 
 
@@ -15,7 +14,6 @@ def estimate_cost(model: str, prompt_tokens: int, completion_tokens: int) -> flo
     """US dollars for the tokens on ``model``; 0 for local and test models, ``None`` when the price is unknown."""
     if _is_free(model):
         return 0.0
-    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
     try:
         import litellm
 
