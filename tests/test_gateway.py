@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -157,3 +159,30 @@ def test_adaptive_limiter_aimd() -> None:
         assert seen <= 8
 
     asyncio.run(scenario())
+
+
+def test_calls_to_an_in_process_model_queue_outside_the_timeout() -> None:
+    # the embedded engine generates one call at a time; 4 concurrent calls of 0.15 s each with a 0.25 s
+    # timeout only succeed if waiting for the engine does not count against the timeout
+    engine = threading.Lock()
+
+    def generate() -> str:
+        with engine:
+            time.sleep(0.15)
+        return "ok"
+
+    async def fn(lm: Any, config: dict[str, Any]) -> str:
+        return await asyncio.to_thread(generate)
+
+    async def scenario(model: str) -> list[CallRecord]:
+        records: list[CallRecord] = []
+        lm = SimpleNamespace(model=model, kwargs={"temperature": 1.0})
+        gw = Gateway(dict.fromkeys(("pivots", "criterion", "coverage", "leaf"), lm), concurrency=4,  # type: ignore[arg-type]
+                     on_call=records.append, policy=RetryPolicy(attempts=1, timeout=0.25, failure_limit=10))
+        await asyncio.gather(*(gw.call("leaf", stage="leaf", node_id=f"n{i}", seed=i, fn=fn) for i in range(4)))
+        return records
+
+    local = asyncio.run(scenario("local/gemma-3-270m@0123456789ab"))
+    assert [r.ok for r in local] == [True] * 4
+    remote = asyncio.run(scenario("openai/gpt-4o-mini"))  # a remote model's calls run concurrently: these time out
+    assert sum(not r.ok and r.error == "timeout" for r in remote) >= 2

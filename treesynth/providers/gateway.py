@@ -10,6 +10,7 @@ record per call, parse-failure handling, and a circuit breaker that stops the ru
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -28,6 +29,9 @@ from dspy.utils.exceptions import (
 from treesynth.config import Role
 from treesynth.errors import ProviderError
 from treesynth.providers.limiter import AdaptiveLimiter
+
+IN_PROCESS_PREFIX = "local/"
+"""Models run in this process (the embedded llama.cpp engine): one generation at a time per model."""
 
 T = TypeVar("T")
 MAX_BACKOFF_SECONDS = 60.0
@@ -94,6 +98,7 @@ class Gateway:
         self._reached = False
         self._api_base = next((lm.kwargs.get("api_base") for lm in lms.values() if lm.kwargs.get("api_base")),
                               "provider default")
+        self._serial: dict[str, asyncio.Semaphore] = {}
 
     async def call(self, role: Role, *, stage: str, node_id: str, seed: int, fn: CallFn[T],
                    required: bool = False) -> T | None:
@@ -141,7 +146,8 @@ class Gateway:
         await self.limiter.acquire()
         outcome = _Attempt()
         try:
-            outcome.result = await asyncio.wait_for(fn(lm, config), self.policy.timeout)
+            async with self._engine_turn(lm):  # queueing for an in-process engine is not the model's time
+                outcome.result = await asyncio.wait_for(fn(lm, config), self.policy.timeout)
         except AdapterParseError:
             outcome.error = "parse"
         except TimeoutError:
@@ -159,6 +165,14 @@ class Gateway:
         finally:
             await self.limiter.release(overloaded=outcome.overloaded)
         return outcome
+
+    def _engine_turn(self, lm: dspy.LM) -> contextlib.AbstractAsyncContextManager[Any]:
+        """A turn on ``lm``'s engine: in-process models generate one call at a time, so calls queue here,
+        before the timeout starts, instead of inside the engine where waiting would count as a slow call."""
+        model = str(lm.model)
+        if not model.startswith(IN_PROCESS_PREFIX):
+            return contextlib.nullcontext()
+        return self._serial.setdefault(model, asyncio.Semaphore(1))
 
     def _delay(self, attempt: _Attempt, index: int, jitter: random.Random) -> float:
         if attempt.retry_after is not None and attempt.retry_after >= 0:
