@@ -233,8 +233,12 @@ def _mipro(stage: NodeStage, splits: Splits, objective: NodeObjective, session: 
 
 def _bootstrap(stage: NodeStage, splits: Splits, objective: NodeObjective, session: _Session, budget: int
                ) -> dspy.Module:
+    """Demos from the module's own traces that score >= 0.5; where there are too few, and the examples carry
+    the module's output as a label (coverage: the node's real remaining values), labeled demos fill in."""
+    labeled = session.options.demos if all(objective.output in example for example in splits.train) else 0
     optimizer = dspy.BootstrapFewShot(metric=objective.scalar, metric_threshold=0.5,
-                                      max_bootstrapped_demos=session.options.demos, max_labeled_demos=0, max_rounds=1)
+                                      max_bootstrapped_demos=session.options.demos, max_labeled_demos=labeled,
+                                      max_rounds=1)
     compiled: dspy.Module = optimizer.compile(stage, trainset=splits.train)
     return compiled
 

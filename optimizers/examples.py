@@ -6,7 +6,8 @@ Every example is one tree node; its inputs are exactly what the pipeline passes 
 * ``criterion`` -- nodes with pivots: ``task, subspace, pivots, excluded_criteria, max_groups``;
 * ``coverage`` -- nodes with a criterion (the task's predefined first split too):
   ``task, subspace, criterion, known_values, max_new`` with the first half of the node's values known and
-  the rest as the ``held_out`` label;
+  the rest as the ``held_out`` label, also given as the module's own output (``coverage``), so labeled
+  few-shot demos can show the real completion;
 * ``leaf`` -- leaves: ``task, subspace, avoid, count, fields`` with labels ``references`` (samples of
   sibling leaves), ``own_value`` and ``sibling_values`` (the values of the leaf's last step).
 """
@@ -27,6 +28,7 @@ from treesynth.config import Role, RunConfig
 from treesynth.models import Node, PathSpec, PathStep, Sample, Task, Tree, stable_hash, stable_seed
 from treesynth.pipeline import TreeSynth
 from treesynth.program import TreeSynthProgram
+from treesynth.signatures.coverage import Coverage
 from treesynth.tree.builder import child_step
 
 INPUTS: dict[str, tuple[str, ...]] = {
@@ -155,9 +157,10 @@ class _Extractor:
         values = _child_values(node)
         cut = max(2, math.ceil(len(values) / 2)) if len(values) > 2 else len(values)
         subspace = _lines(_drawn(path, self.seed, node.id))
+        label = Coverage(new_values=values[cut:], unbounded=any(child.infinite for child in node.children))
         return [self._example("coverage", node, d, subspace=subspace, criterion=node.criterion,
                               known_values=values[:cut], max_new=self.grown.config.tree.pool_size,
-                              held_out=values[cut:])
+                              held_out=values[cut:], coverage=label)
                 for d in range(self.draws)]
 
     def _leaf(self, node: Node, parent: Node | None, path: tuple[PathSpec, ...]) -> list[dspy.Example]:

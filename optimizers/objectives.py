@@ -38,7 +38,10 @@ NEAR_DUPLICATE = 0.9
 """Cosine similarity at or above which two texts count as near-duplicates."""
 OVERLAP = 0.3
 """Cosine similarity at or above which two values are reported as overlapping."""
+RECALLED = 0.8
+"""Cosine similarity at or above which an added value recalls a held-out one."""
 _WORDS = re.compile(r"\w+", re.UNICODE)
+_LETTER = re.compile(r"[^\W\d_]", re.UNICODE)
 _STOPWORDS = frozenset({"a", "an", "the", "of", "and", "or", "to", "in", "on", "for", "with", "by", "at", "is"})
 
 
@@ -119,6 +122,19 @@ def _max_offdiagonal(vectors: Matrix) -> tuple[float, tuple[int, int]]:
 
 def _content_words(text: str) -> set[str]:
     return {w for w in _WORDS.findall(text.casefold()) if w not in _STOPWORDS}
+
+
+def _singular_words(text: str) -> set[str]:
+    """Content words with a plain plural ``-s`` folded (``deposits`` ~ ``deposit``)."""
+    return {w[:-1] if len(w) > 3 and w.endswith("s") and not w.endswith("ss") else w for w in _content_words(text)}
+
+
+def _same_value(a: str, b: str) -> bool:
+    """Equal after normalization, or the content words of one contain the other's ("credit cards" ~ "card")."""
+    if normalize(a) == normalize(b):
+        return True
+    words_a, words_b = _singular_words(a), _singular_words(b)
+    return bool(words_a and words_b) and (words_a <= words_b or words_b <= words_a)
 
 
 class NodeObjective(abc.ABC):
@@ -229,9 +245,13 @@ class CoverageObjective(NodeObjective):
       known or an earlier added value;
     * novelty: mean over valid added values of ``1 − max cosine similarity`` to the known and the other
       added values (overlapping values score low);
-    * extent: ``min(1, valid added / expected)`` where ``expected`` is the number of values the grown tree
-      found beyond the known ones (the example's ``held_out`` label, capped at ``max_new``); 1 when it found
-      none, so adding nothing to a complete list is right.
+    * extent: ``min(1, valid added / expected) × (0.25 + 0.75 × recall)``, where ``expected`` is the number
+      of values the grown tree found beyond the known ones (the example's ``held_out`` label, capped at
+      ``max_new``) and *recall* is the share of those held-out values matched by an added value (equal after
+      normalization, one's words containing the other's, or cosine similarity >= ``RECALLED``); 1 when the
+      tree found none, so adding nothing to a complete list is right. Recall ties the added values to the
+      criterion: values of another criterion or task (e.g. copied from a demo) are valid and novel but
+      recall nothing, and keep only the 0.25 floor that right values the tree did not find also keep.
     """
 
     name = "coverage"
@@ -246,17 +266,35 @@ class CoverageObjective(NodeObjective):
         novelty, overlaps = self._novelty(known, valid)
         held_out = [str(v) for v in example.get("held_out", [])]
         expected = min(len(held_out), int(example.max_new))
-        extent = min(1.0, len(valid) / expected) if expected else 1.0
+        recalled = self._recalled(held_out, valid)
+        recall = len(recalled) / len(held_out) if held_out else 1.0
+        extent = min(1.0, len(valid) / expected) * (0.25 + 0.75 * recall) if expected else 1.0
         score = validity * novelty * extent
         notes = [f"{v!r} is {why}" for v, why in invalid]
         notes += [f"{a!r} overlaps {b!r} (similarity {s:.2f})" for a, b, s in overlaps]
         if expected and len(valid) < expected:
             notes.append(f"only {len(valid)} valid new values, but the space has about {expected} more "
                          f"(for example {held_out[:3]}); list every missing value")
-        head = (f"Score {score:.2f} = validity {validity:.2f} × novelty {novelty:.2f} × extent {extent:.2f}. "
+        if held_out and recall < 1.0:
+            missed = [v for v in held_out if v not in recalled]
+            notes.append(f"the added values recall {len(recalled)} of {len(held_out)} values of {example.criterion!r} "
+                         f"that the space holds (missed e.g. {missed[:3]}); add values of this criterion for this "
+                         "task, not of another")
+        head = (f"Score {score:.2f} = validity {validity:.2f} × novelty {novelty:.2f} × extent {extent:.2f} "
+                f"(recall {recall:.2f}). "
                 f"Criterion {example.criterion!r}: known {known}, added {added}.")
         tail = " ".join(f"Problem: {n}." for n in notes) or "The added values extend the space without overlap."
-        return Judgement(score, f"{head} {tail}", {"validity": validity, "novelty": novelty, "extent": extent})
+        return Judgement(score, f"{head} {tail}", {"validity": validity, "novelty": novelty, "extent": extent,
+                                                   "recall": recall})
+
+    def _recalled(self, held_out: list[str], added: list[str]) -> list[str]:
+        """The held-out values that some added value matches (see the class docstring)."""
+        if not held_out or not added:
+            return []
+        vectors = self.embedding(held_out + added)
+        sim = vectors[: len(held_out)] @ vectors[len(held_out):].T
+        return [value for i, value in enumerate(held_out)
+                if any(_same_value(value, other) or sim[i, j] >= RECALLED for j, other in enumerate(added))]
 
     @staticmethod
     def _valid(known: list[str], added: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
@@ -302,9 +340,10 @@ class _Batch:
 class LeafObjective(NodeObjective):
     """Leaf synthesis: validity × within-batch diversity × novelty against sibling leaves.
 
-    * validity: ``min(returned, count) / count`` × the share of samples that are valid: at least
-      ``min_words`` words, not a copy of an ``avoid`` sample, and not naming a sibling leaf's value more
-      than this leaf's own (adherence to the path);
+    * validity: ``min(returned, count) / count`` × the share of samples that are valid: language (at least
+      ``min_words`` whitespace-separated words with letters, and letters in at least half of its words, so
+      number dumps, file names and single tokens do not count), not a copy of an ``avoid`` sample, and not
+      naming a sibling leaf's value more than this leaf's own (adherence to the path);
     * within-batch diversity: Vendi score of the valid samples divided by their number (the effective
       share of distinct samples; a repeated sample lowers it);
     * novelty: mean over valid samples of ``1 − max cosine similarity`` to the ``references`` label
@@ -343,8 +382,12 @@ class LeafObjective(NodeObjective):
         for i, text in enumerate(texts):
             words = _content_words(text)
             named = [v for v, sib in siblings if sib and sib <= words]
-            if len(_WORDS.findall(text)) < self.min_words:
+            tokens = text.split()
+            wordy = sum(1 for token in tokens if _LETTER.search(token))
+            if wordy < self.min_words:
                 invalid.append((i, f"has fewer than {self.min_words} words"))
+            elif 2 * wordy < len(tokens):
+                invalid.append((i, "is mostly numbers or symbols, not language"))
             elif normalize(text) in avoid:
                 invalid.append((i, "repeats a sample from `avoid`"))
             elif named and not (own and own <= words):

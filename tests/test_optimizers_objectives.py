@@ -51,6 +51,17 @@ def test_leaf_validity_gates_diverse_garbage() -> None:
     assert "fewer than 4 words" in verdict.feedback
 
 
+
+def test_leaf_number_dumps_and_file_names_are_not_language() -> None:
+    # what the 270M base model produced before this check: it scored as "diverse" and was kept as a demo
+    garbage = ["2017-12-21 15:18:34 328 315 151 728 1472 1136 554", "consumer-support-questions.json",
+               "sum the numbers 1 2 3 4 5 6 7 8 9 10 11 12 now", "Farmer Jo has 12 apples to share."]
+    verdict = LeafObjective().judge(leaf_example(), dspy.Prediction(samples=garbage))
+    assert verdict.parts["validity"] == pytest.approx(0.25)
+    assert "sample 1 has fewer than 4 words" in verdict.feedback  # no word with letters at all
+    assert "sample 2 has fewer than 4 words" in verdict.feedback  # one token
+    assert "sample 3 is mostly numbers or symbols" in verdict.feedback
+
 def test_leaf_counts_short_batches_avoid_copies_and_sibling_values() -> None:
     objective = LeafObjective()
     short = objective.judge(leaf_example(), dspy.Prediction(samples=DISTINCT[:2]))
@@ -136,12 +147,24 @@ def test_coverage_rewards_new_non_overlapping_values() -> None:
     dupes = objective.judge(example, added("Addition", "multiplication", "division"))
     nothing = objective.judge(example, added())
     assert full.score == pytest.approx(1.0)
-    assert half.score == pytest.approx(0.5)
+    assert half.score == pytest.approx(0.5 * (0.25 + 0.75 * 0.5))  # half the count, half the held-out recalled
     assert dupes.parts["validity"] == pytest.approx(2 / 3) and "duplicate" in dupes.feedback
     assert nothing.score == 0.0 and "list every missing value" in nothing.feedback
     overlap = objective.judge(example, added("long division", "division"))
     assert overlap.parts["novelty"] < 0.9 and "overlaps" in overlap.feedback
 
+
+
+def test_coverage_values_of_another_criterion_recall_nothing() -> None:
+    # what the 270M model did with a demo of another task: valid, novel, the right count, and wrong
+    objective = CoverageObjective()
+    example = coverage_example(["card", "loan", "transfer"], ["deposit", "fees", "login"])
+    copied = objective.judge(example, added("strings", "lists", "dictionaries"))
+    right = objective.judge(example, added("deposits", "account fees", "mortgage"))
+    assert copied.parts["validity"] == 1.0 and copied.parts["recall"] == 0.0
+    assert copied.score == pytest.approx(0.25) and "recall 0 of 3" in copied.feedback
+    assert right.parts["recall"] == pytest.approx(2 / 3)  # "account fees" contains "fees"; "mortgage" is new
+    assert right.score > copied.score
 
 def test_coverage_of_a_complete_list_expects_nothing() -> None:
     verdict = CoverageObjective().judge(coverage_example(["even", "odd"], []), added())
