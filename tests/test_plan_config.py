@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import dspy
+import pytest
 import yaml
 from test_run_e2e import treesynth
 
@@ -83,3 +84,13 @@ def test_run_json_config_round_trips(tmp_path: Path) -> None:
     for run_dir in (second, tmp_path / "c"):
         assert json.loads((run_dir / "run.json").read_text())["config"] == config
         assert (run_dir / "samples.jsonl").read_text() == (first / "samples.jsonl").read_text()
+
+
+def test_live_cost_matches_the_exact_price_list_lookup() -> None:
+    from treesynth.providers.pricing import estimate_cost, live_cost
+
+    for prompt, completion in ((1234, 567), (0, 10), (100_000, 0)):
+        exact = estimate_cost("openai/gpt-4o-mini", prompt, completion)
+        assert exact is not None and live_cost("openai/gpt-4o-mini", prompt, completion) == pytest.approx(exact)
+    assert live_cost("test/fake", 10, 10) == 0.0
+    assert live_cost("openai/no-such-model-xyz", 10, 10) is None

@@ -23,7 +23,7 @@ from treesynth.models import Node, PathSpec, Sample, Task, Tree
 from treesynth.program import TreeSynthProgram
 from treesynth.providers import CallRecord, Gateway, RetryPolicy, make_role_lms
 from treesynth.providers.context import lm_context
-from treesynth.providers.pricing import estimate_cost
+from treesynth.providers.pricing import live_cost
 from treesynth.store import RunStore, write_atomic, write_jsonl_atomic
 from treesynth.summary import run_summary
 from treesynth.synthesis.allocate import LeafPlanner
@@ -185,7 +185,7 @@ class TreeSynth:
         progress.calls += 1
         progress.failed_calls += 0 if rec.ok else 1
         progress.tokens += rec.prompt_tokens + rec.completion_tokens
-        cost = estimate_cost(rec.model, rec.prompt_tokens, rec.completion_tokens)
+        cost = live_cost(rec.model, rec.prompt_tokens, rec.completion_tokens)
         progress.cost_usd = None if cost is None or progress.cost_usd is None else progress.cost_usd + cost
         self.on_progress(progress)
 

@@ -22,3 +22,22 @@ def estimate_cost(model: str, prompt_tokens: int, completion_tokens: int) -> flo
     except Exception:  # unknown model: litellm raises a plain Exception
         return None
     return float(prompt_cost) + float(completion_cost)
+
+
+_UNIT = 1000  # tokens per probe: far below any long-context price tier
+
+
+@cache
+def _unit_prices(model: str) -> tuple[float, float] | None:
+    prompt = estimate_cost(model, _UNIT, 0)
+    completion = estimate_cost(model, 0, _UNIT)
+    return None if prompt is None or completion is None else (prompt / _UNIT, completion / _UNIT)
+
+
+def live_cost(model: str, prompt_tokens: int, completion_tokens: int) -> float | None:
+    """:func:`estimate_cost` from per-token prices looked up once per model (for per-call progress).
+
+    litellm's lookup costs about half a millisecond a call; run totals use the exact :func:`estimate_cost`.
+    """
+    prices = _unit_prices(model)
+    return None if prices is None else prices[0] * prompt_tokens + prices[1] * completion_tokens
