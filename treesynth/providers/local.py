@@ -24,6 +24,7 @@ Nothing here imports ``llama_cpp`` or the GGUF package at module import time.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import hashlib
 import importlib.util
 import json
@@ -640,6 +641,8 @@ class LlamaCppEngine:
             raise lm15.ConfigurationError(f"cannot load {self.model_path} with llama.cpp: {exc}") from exc
         self._llama = llama
         self._fast = _FastDecoder(llama) if self.decoder == "fast" else None
+        # free the model while the interpreter is whole: llama-cpp-python's __del__ fails during teardown
+        atexit.register(self.close)
         self.load_seconds = time.perf_counter() - started
         logger.info("loaded %s in %.2fs (n_ctx=%d)", self.model_path.name, self.load_seconds, self.n_ctx)
         return llama
@@ -649,6 +652,7 @@ class LlamaCppEngine:
         with self._lock:
             llama, self._llama, self._fast = self._llama, None, None
         if llama is not None:
+            atexit.unregister(self.close)
             llama.close()
 
     # -- protocol ----------------------------------------------------------------------------
