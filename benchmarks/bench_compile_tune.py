@@ -46,19 +46,12 @@ def tasks() -> list[Any]:
     return [Task(description=d, first_split=FirstSplit(criterion=c, values=v)) for d, c, v in TASKS.values()]
 
 
-def base_config(model: str) -> Any:
-    """The run defaults the CLI would use for ``model`` (small, short calls for the embedded model)."""
-    from treesynth.config import EMBEDDED_DEFAULTS, RunConfig
-
-    config = RunConfig().with_overrides({"model.model": model})
-    return config.with_overrides(EMBEDDED_DEFAULTS) if model.startswith("local/") else config
-
-
 def run_compile(args: argparse.Namespace, out: Path) -> dict[str, Any]:
+    from treesynth.config import RunConfig
     from treesynth.optimizers import CompileOptions, compile_program, save_program
     from treesynth.providers import make_lm
 
-    config = base_config(args.model).with_overrides({"tree.depth": 1, "tree.width": 6,
+    config = RunConfig.defaults_for(args.model).with_overrides({"tree.depth": 1, "tree.width": 6,
                                          "synthesis.samples": args.samples, "synthesis.samples_per_call": 2})
     reflection = make_lm(args.reflection_model or args.model, temperature=1.0, max_tokens=args.reflection_tokens)
     options = CompileOptions(optimizer=args.optimizer, modules=tuple(args.module), budget=args.budget,
@@ -73,10 +66,11 @@ def run_compile(args: argparse.Namespace, out: Path) -> dict[str, Any]:
 
 
 def run_tune(args: argparse.Namespace, out: Path) -> dict[str, Any]:
+    from treesynth.config import RunConfig
     from treesynth.optimizers.search_space import SearchSpace
     from treesynth.optimizers.tune import TuneOptions, tune
 
-    base = base_config(args.model).with_overrides({"synthesis.samples": 6, "tree.depth": 1, "tree.width": 6,
+    base = RunConfig.defaults_for(args.model).with_overrides({"synthesis.samples": 6, "tree.depth": 1, "tree.width": 6,
                                                    "tree.pivots": 3, "synthesis.samples_per_call": 2})
     space = SearchSpace.from_mapping({"depth": [1, 2], "width": [2, 6], "pivots": [2, 4], "samples_per_call": [1, 3]})
     options = TuneOptions(trials=args.trials, budget=args.tune_budget, startup_trials=4, space=space,

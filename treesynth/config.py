@@ -25,6 +25,14 @@ EMBEDDED_DEFAULTS: dict[str, Any] = {
 """Defaults for the embedded 270M model on a CPU: a small tree and short calls, so a first run takes
 minutes. Applied by the CLI when the embedded model is used without a config file; explicit flags win."""
 
+LOCAL_MODEL_PREFIX = "local/"
+"""Model strings of embedded models, run in this process (one generation at a time per model)."""
+
+
+def is_local_model(model: str | None) -> bool:
+    """Whether ``model`` names an embedded (in-process) model."""
+    return str(model).startswith(LOCAL_MODEL_PREFIX)
+
 
 class _Frozen(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -119,6 +127,12 @@ class RunConfig(_Frozen):
     model: ModelConfig = Field(default_factory=ModelConfig)
     concurrency: int = Field(8, ge=1, le=1024, description="most LLM calls in flight at once")
     seed: int = Field(0, ge=0)
+
+    @classmethod
+    def defaults_for(cls, model: str) -> RunConfig:
+        """The default configuration for ``model``: :data:`EMBEDDED_DEFAULTS` on top for embedded models."""
+        config = cls().with_overrides({"model.model": model})
+        return config.with_overrides(EMBEDDED_DEFAULTS) if is_local_model(model) else config
 
     @classmethod
     def load(cls, path: Path) -> RunConfig:

@@ -47,14 +47,12 @@ def build_config(config: Path | None, *, role_models: list[str] | None = None,
     Without ``--config`` and ``--model``, the embedded model is used (an error names the fixes when it is
     not installed) with :data:`~treesynth.config.EMBEDDED_DEFAULTS` under the given flags.
     """
-    from treesynth.config import EMBEDDED_DEFAULTS, RunConfig
+    from treesynth.config import RunConfig
     from treesynth.providers.factory import default_model
 
-    base = RunConfig.load(config) if config else RunConfig()
     if config is None and flags.get("model") is None:
         flags["model"] = default_model()
-    if config is None and str(flags.get("model")).startswith("local/"):
-        base = base.with_overrides(EMBEDDED_DEFAULTS)
+    base = RunConfig.load(config) if config else RunConfig.defaults_for(str(flags["model"]))
     keys = {"model": "model.model", "api_base": "model.api_base", "depth": "tree.depth", "width": "tree.width",
             "pivots": "tree.pivots", "samples": "synthesis.samples", "samples_per_call": "synthesis.samples_per_call",
             "concurrency": "concurrency", "seed": "seed"}

@@ -7,7 +7,7 @@ from typing import Any
 
 import dspy
 
-from treesynth.config import ROLES, ModelConfig, Role
+from treesynth.config import ROLES, ModelConfig, Role, is_local_model
 from treesynth.errors import ConfigError
 from treesynth.providers.local import LOCAL_EXTRA_HINT
 
@@ -68,7 +68,7 @@ def make_lm(model: str, *, temperature: float, max_tokens: int, api_base: str | 
         fake = FakeEngine()
         return dspy.LM(model, engine=fake, async_engine=AsyncFakeEngine(fake), temperature=temperature,
                        max_tokens=max_tokens, cache=False)
-    if model.startswith("local/"):
+    if is_local_model(model):
         if not embedded_available():
             raise ConfigError(LOCAL_EXTRA_HINT)
         from treesynth.providers.local import make_local_lm

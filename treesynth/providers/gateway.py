@@ -26,12 +26,9 @@ from dspy.utils.exceptions import (
     is_retryable_lm_error,
 )
 
-from treesynth.config import Role
+from treesynth.config import Role, is_local_model
 from treesynth.errors import ProviderError
 from treesynth.providers.limiter import AdaptiveLimiter
-
-IN_PROCESS_PREFIX = "local/"
-"""Models run in this process (the embedded llama.cpp engine): one generation at a time per model."""
 
 T = TypeVar("T")
 MAX_BACKOFF_SECONDS = 60.0
@@ -170,7 +167,7 @@ class Gateway:
         """A turn on ``lm``'s engine: in-process models generate one call at a time, so calls queue here,
         before the timeout starts, instead of inside the engine where waiting would count as a slow call."""
         model = str(lm.model)
-        if not model.startswith(IN_PROCESS_PREFIX):
+        if not is_local_model(model):
             return contextlib.nullcontext()
         return self._serial.setdefault(model, asyncio.Semaphore(1))
 

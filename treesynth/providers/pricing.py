@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from functools import cache
 
+from treesynth.config import is_local_model
+
 
 @cache
 def _is_free(model: str) -> bool:
-    return model.startswith(("test/", "local/"))
+    return model.startswith("test/") or is_local_model(model)
 
 
 def estimate_cost(model: str, prompt_tokens: int, completion_tokens: int) -> float | None:
