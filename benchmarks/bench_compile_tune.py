@@ -1,6 +1,7 @@
 """One compile and one tune, timed, on the embedded model (or any --model): the numbers in RESULTS.md.
 
-Compile: grows small trees (depth 1 under each task's predefined first split) on six tasks, compiles the
+Compile: grows small trees (depth 1 under each task's predefined first split) on the six tasks of
+``treesynth.testing.tasks``, compiles the
 chosen modules with the chosen optimizer at a tiny budget, and reports each module's held-out node score
 before and after. Tune: an Optuna study of --trials trials over a small space on the first task.
 
@@ -24,32 +25,11 @@ from typing import Any
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
-TASKS: dict[str, tuple[str, str, list[str]]] = {
-    "math": ("GSM8K-style grade-school math word problems", "operation",
-             ["addition", "subtraction", "multiplication", "division", "fractions", "percentages"]),
-    "geography": ("Trivia questions about world geography", "continent",
-                  ["Africa", "Asia", "Europe", "North America", "South America", "Oceania"]),
-    "python": ("Simple Python programming exercises", "topic",
-               ["strings", "lists", "dictionaries", "loops", "functions", "recursion"]),
-    "bank": ("Short customer-support questions about a bank account", "topic",
-             ["card", "loan", "transfer", "deposit", "fees", "login"]),
-    "cooking": ("Recipe requests for home cooking", "cuisine",
-                ["Italian", "Mexican", "Indian", "Chinese", "French", "Japanese"]),
-    "sports": ("Quiz questions about sports rules", "sport",
-               ["football", "tennis", "basketball", "cricket", "golf", "swimming"]),
-}
-
-
-def tasks() -> list[Any]:
-    from treesynth.models import FirstSplit, Task
-
-    return [Task(description=d, first_split=FirstSplit(criterion=c, values=v)) for d, c, v in TASKS.values()]
-
-
 def run_compile(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     from treesynth.config import RunConfig
     from treesynth.optimizers import CompileOptions, compile_program, save_program
     from treesynth.providers import make_lm
+    from treesynth.testing.tasks import split_tasks
 
     config = RunConfig.defaults_for(args.model).with_overrides({"tree.depth": 1, "tree.width": 6,
                                          "synthesis.samples": args.samples, "synthesis.samples_per_call": 2})
@@ -57,7 +37,7 @@ def run_compile(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     options = CompileOptions(optimizer=args.optimizer, modules=tuple(args.module), budget=args.budget,
                              demos=args.demos, draws=args.draws, threads=1)
     started = time.perf_counter()
-    result = compile_program(tasks(), config, out / "compile-trees", options, reflection_lm=reflection)
+    result = compile_program(split_tasks(), config, out / "compile-trees", options, reflection_lm=reflection)
     seconds = time.perf_counter() - started
     save_program(result.program, out / "program.json", compiled=result.report.as_dict())
     report = result.report.as_dict()
@@ -69,6 +49,7 @@ def run_tune(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     from treesynth.config import RunConfig
     from treesynth.optimizers.search_space import SearchSpace
     from treesynth.optimizers.tune import TuneOptions, tune
+    from treesynth.testing.tasks import split_tasks
 
     base = RunConfig.defaults_for(args.model).with_overrides({"synthesis.samples": 6, "tree.depth": 1, "tree.width": 6,
                                                    "tree.pivots": 3, "synthesis.samples_per_call": 2})
@@ -76,7 +57,7 @@ def run_tune(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     options = TuneOptions(trials=args.trials, budget=args.tune_budget, startup_trials=4, space=space,
                           storage=f"sqlite:///{(out / 'study.db').resolve()}")
     started = time.perf_counter()
-    result = tune(tasks()[0], base, out / "tune", options)
+    result = tune(split_tasks()[0], base, out / "tune", options)
     seconds = time.perf_counter() - started
     import optuna
 

@@ -14,30 +14,15 @@ import pytest
 from support import ScriptedEngine, scripted_lms
 
 from treesynth.config import RunConfig
-from treesynth.models import FirstSplit, Task
 from treesynth.optimizers import CompileOptions, compile_program, load_program, save_program
 from treesynth.pipeline import TreeSynth
-
-SPLITS = {
-    "GSM8K-style grade-school math word problems": ("operation", ["addition", "subtraction", "multiplication",
-                                                                  "division", "fractions", "percentages"]),
-    "Trivia questions about world geography": ("continent", ["Africa", "Asia", "Europe", "North America",
-                                                             "South America", "Oceania"]),
-    "Simple Python programming exercises": ("topic", ["strings", "lists", "dictionaries", "loops", "functions",
-                                                      "recursion"]),
-    "Short customer-support questions about a bank account": ("topic", ["card", "loan", "transfer", "deposit",
-                                                                        "fees", "login"]),
-    "Recipe requests for home cooking": ("cuisine", ["Italian", "Mexican", "Indian", "Chinese", "French",
-                                                     "Japanese"]),
-    "Quiz questions about sports rules": ("sport", ["football", "tennis", "basketball", "cricket", "golf",
-                                                    "swimming"]),
-}
+from treesynth.testing.tasks import split_tasks
 
 
 @pytest.mark.embedded
 def test_bootstrapped_demos_raise_the_held_out_coverage_score_and_reach_the_prompt(
         tmp_path: Path) -> None:
-    tasks = [Task(description=d, first_split=FirstSplit(criterion=c, values=v)) for d, (c, v) in SPLITS.items()]
+    tasks = split_tasks()
     config = RunConfig().with_overrides({"model.model": "local/gemma-3-270m", "model.cache": False,  # every call runs
                                          "tree.depth": 1, "tree.width": 6, "synthesis.samples": 1,
                                          "synthesis.samples_per_call": 2})
