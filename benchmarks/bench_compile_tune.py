@@ -5,7 +5,7 @@ Compile: grows small trees (depth 1 under each task's predefined first split) on
 chosen modules with the chosen optimizer at a tiny budget, and reports each module's held-out node score
 before and after. Tune: an Optuna study of --trials trials over a small space on the first task.
 
-    python benchmarks/bench_compile_tune.py [--model local/gemma-3-270m] [--optimizer gepa] [--budget 8]
+    python benchmarks/bench_compile_tune.py [--model local/qwen2.5-coder-1.5b-instruct] [--optimizer gepa] [--budget 8]
         [--demos 0] [--draws 2] [--module coverage --module leaf] [--trials 10]
         [--out benchmarks/results/compile_tune]
 
@@ -72,7 +72,7 @@ def run_tune(args: argparse.Namespace, out: Path) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="local/gemma-3-270m")
+    parser.add_argument("--model", default="local/qwen2.5-coder-1.5b-instruct")
     parser.add_argument("--reflection-model", default=None, help="default: --model")
     parser.add_argument("--reflection-tokens", type=int, default=512)
     parser.add_argument("--optimizer", default="gepa", choices=["gepa", "mipro", "bootstrap"])

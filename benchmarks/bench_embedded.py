@@ -1,9 +1,9 @@
 """Embedded model speed: treesynth's llama.cpp engine vs raw llama-cpp-python on the same prompts.
 
-    python benchmarks/bench_embedded.py [--prompts 6] [--max-tokens 96]
+    python benchmarks/bench_embedded.py [--model local/qwen2.5-coder-1.5b-instruct] [--prompts 6] [--max-tokens 96]
 
 For each prompt and seed, in one process and alternating the order between repetitions: raw
-``Llama.create_completion`` (Gemma turn format, same sampling), the treesynth engine with llama.cpp's own
+``Llama.create_completion`` (the model's own prompt format, same sampling), the treesynth engine with llama.cpp's own
 sampler (``decoder="llama"``) and with the default top-k-first grammar decoder (``decoder="fast"``),
 unconstrained and under a JSON-schema grammar. Prints tokens per second and the ratio to raw.
 """
@@ -38,11 +38,13 @@ def raw_runner(engine: local.LlamaCppEngine, max_tokens: int) -> Generate:
     grammar = LlamaGrammar.from_json_schema(json.dumps(SCHEMA), verbose=False)
 
     def run(prompt: str, seed: int, constrained: bool) -> tuple[float, int, str]:
-        tokens = llama.tokenize(local.render_gemma_prompt(None, [("user", prompt)]).encode(), add_bos=True,
-                                special=True)
+        request = Request(model="bench", messages=(Message.user(prompt),))
+        text = engine._render(local.request_messages(request))  # type: ignore[misc]
+        tokens = llama.tokenize(text.encode(), add_bos=True, special=True)
         llama.reset()
         started = time.perf_counter()
-        out = llama.create_completion(tokens, max_tokens=max_tokens, temperature=0.8, top_k=64, top_p=0.95,
+        out = llama.create_completion(tokens, max_tokens=max_tokens, temperature=0.8, top_k=engine.spec.top_k,
+                                      top_p=engine.spec.top_p, min_p=engine.spec.min_p,
                                       seed=seed, grammar=grammar if constrained else None)
         return time.perf_counter() - started, out["usage"]["completion_tokens"], out["choices"][0]["text"]
 
@@ -66,10 +68,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--prompts", type=int, default=6)
     parser.add_argument("--max-tokens", type=int, default=96)
+    parser.add_argument("--model", default=local.DEFAULT_LOCAL_MODEL, choices=sorted(local.MODELS))
     args = parser.parse_args()
-    path = local.resolve_gemma_gguf()
-    llama_engine = local.LlamaCppEngine(path, decoder="llama")
-    fast_engine = local.LlamaCppEngine(path, decoder="fast")
+    spec = local.MODELS[args.model]
+    path = local.resolve_gguf(spec)
+    llama_engine = local.LlamaCppEngine(path, spec, decoder="llama")
+    fast_engine = local.LlamaCppEngine(path, spec, decoder="fast")
     llama_engine.load()
     fast_engine.load()
     runners = {"raw llama-cpp-python": raw_runner(llama_engine, args.max_tokens),

@@ -5,7 +5,8 @@ example sets per module (:mod:`treesynth.optimizers.examples`), and for each cho
 objective on the held-out test nodes, runs the optimizer (instructions only unless ``demos`` > 0: demos in
 generation prompts anchor outputs), copies the compiled predictor onto the program and measures again.
 
-This is the one entry point that enters ``dspy.context`` (JSON adapter, usage tracking, a call counter);
+This is the one entry point that enters ``dspy.context`` (:func:`~treesynth.providers.context.lm_context`: the
+runs' JSON adapter and structured-output state, usage tracking, a call counter);
 LMs are passed explicitly. MIPROv2 sets Optuna's log level globally; the previous level is restored
 afterwards.
 """
@@ -33,7 +34,8 @@ from treesynth.optimizers.objectives import NodeObjective, TextEmbedding, make_o
 from treesynth.optimizers.program_io import instructions
 from treesynth.optimizers.stages import COMPILABLE, CallTally, NodeStage, StageRuntime, copy_compiled, run_sync
 from treesynth.program import TreeSynthProgram
-from treesynth.providers import RetryPolicy, make_role_lms
+from treesynth.providers import RetryPolicy, StructuredOutputs, make_role_lms
+from treesynth.providers.context import lm_context
 
 logger = logging.getLogger(__name__)
 
@@ -301,11 +303,12 @@ def compile_program(tasks: Sequence[Task], config: RunConfig, work: Path, option
     program = program or TreeSynthProgram()
     lms = lms or make_role_lms(config.model)
     model = config.model
+    structured = StructuredOutputs.from_config(model)  # the dialect per model, for every measuring call
     session = _Session(program, StageRuntime(lms, RetryPolicy(model.attempts, model.timeout, model.failure_limit),
-                                             CallTally()),
+                                             CallTally(), structured),
                        lms, reflection_lm or lms["leaf"], TextEmbedding(options.embedder), options, LMCallCounter())
     report = CompileReport(options.optimizer, [t.description for t in tasks], str(lms["leaf"].model))
-    with dspy.context(adapter=dspy.JSONAdapter(), track_usage=True, callbacks=[session.counter]):
+    with lm_context(structured, callbacks=[session.counter], disable_history=False):  # MIPROv2 reads history
         grown = run_sync(lambda: agrow(tasks, config, work, lms=lms, program=program.deepcopy()))
         report.grow = _grow_summary(grown, time.perf_counter() - started)
         sets = node_examples(grown, draws=options.draws)

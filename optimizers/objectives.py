@@ -28,6 +28,7 @@ import dspy
 import numpy as np
 import numpy.typing as npt
 
+from treesynth.gate import SampleGate
 from treesynth.metrics.embedders import Embedder, HashedTfidfEmbedder, make_embedder
 from treesynth.metrics.embedding import normalize_rows, vendi_score
 from treesynth.models import normalize
@@ -41,7 +42,6 @@ OVERLAP = 0.3
 RECALLED = 0.8
 """Cosine similarity at or above which an added value recalls a held-out one."""
 _WORDS = re.compile(r"\w+", re.UNICODE)
-_LETTER = re.compile(r"[^\W\d_]", re.UNICODE)
 _STOPWORDS = frozenset({"a", "an", "the", "of", "and", "or", "to", "in", "on", "for", "with", "by", "at", "is"})
 
 
@@ -340,10 +340,11 @@ class _Batch:
 class LeafObjective(NodeObjective):
     """Leaf synthesis: validity × within-batch diversity × novelty against sibling leaves.
 
-    * validity: ``min(returned, count) / count`` × the share of samples that are valid: language (at least
-      ``min_words`` whitespace-separated words with letters, and letters in at least half of its words, so
-      number dumps, file names and single tokens do not count), not a copy of an ``avoid`` sample, and not
-      naming a sibling leaf's value more than this leaf's own (adherence to the path);
+    * validity: ``min(returned, count) / count`` × the share of samples that are valid: passing the run's
+      sample gate (:class:`~treesynth.gate.SampleGate`: language of at least ``min_words`` words with
+      letters, so number dumps, file names and single tokens do not count, and no schema debris or echo
+      of the task or the path's constraints), not a copy of an ``avoid`` sample, and not naming a sibling
+      leaf's value more than this leaf's own (adherence to the path);
     * within-batch diversity: Vendi score of the valid samples divided by their number (the effective
       share of distinct samples; a repeated sample lowers it);
     * novelty: mean over valid samples of ``1 − max cosine similarity`` to the ``references`` label
@@ -361,7 +362,7 @@ class LeafObjective(NodeObjective):
     def judge(self, example: dspy.Example, prediction: Any) -> Judgement:
         """See the class docstring."""
         count = int(example.count)
-        batch = self._check(example, [sample_text(s) for s in prediction.samples])
+        batch = self._check(example, list(prediction.samples))
         returned = len(batch.texts)
         validity = (min(returned, count) / count) * (len(batch.valid) / returned if returned else 0.0)
         within, dupes = self._within(batch.valid)
@@ -373,21 +374,22 @@ class LeafObjective(NodeObjective):
         tail = " ".join(notes) or "All samples are valid, distinct and new."
         return Judgement(score, f"{head} {tail}", {"validity": validity, "within": within, "novelty": novelty})
 
-    def _check(self, example: dspy.Example, texts: list[str]) -> _Batch:
+    def _check(self, example: dspy.Example, samples: list[Any]) -> _Batch:
+        fields = [str(f[0]) if isinstance(f, list | tuple) else str(f) for f in example.get("fields", ())]
+        gate = SampleGate(task=str(example.get("task", "")), fields=tuple(fields), min_words=self.min_words)
+        subspace = [str(line) for line in example.get("subspace", [])]
+        texts = [sample_text(s) for s in samples]
         avoid = {normalize(str(a)) for a in example.get("avoid", [])}
         own = _content_words(str(example.get("own_value", "")))
         siblings = [(str(v), _content_words(str(v)) - own) for v in example.get("sibling_values", [])]
         valid: list[str] = []
         invalid: list[tuple[int, str]] = []
-        for i, text in enumerate(texts):
+        for i, (sample, text) in enumerate(zip(samples, texts, strict=True)):
             words = _content_words(text)
             named = [v for v, sib in siblings if sib and sib <= words]
-            tokens = text.split()
-            wordy = sum(1 for token in tokens if _LETTER.search(token))
-            if wordy < self.min_words:
-                invalid.append((i, f"has fewer than {self.min_words} words"))
-            elif 2 * wordy < len(tokens):
-                invalid.append((i, "is mostly numbers or symbols, not language"))
+            rejected = gate.check(sample if isinstance(sample, Mapping) else text, subspace)
+            if rejected is not None:
+                invalid.append((i, rejected))
             elif normalize(text) in avoid:
                 invalid.append((i, "repeats a sample from `avoid`"))
             elif named and not (own and own <= words):

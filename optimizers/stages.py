@@ -21,7 +21,7 @@ import dspy
 
 from treesynth.config import Role
 from treesynth.program import TreeSynthProgram
-from treesynth.providers import CallRecord, Gateway, RetryPolicy
+from treesynth.providers import CallRecord, Gateway, RetryPolicy, StructuredOutputs
 
 T = TypeVar("T")
 
@@ -87,15 +87,18 @@ class CallTally:
 
 @dataclass(frozen=True)
 class StageRuntime:
-    """What a stage needs to make calls: the LM per role, the retry policy and the call tally."""
+    """What a stage needs to make calls: the LM per role, the retry policy, the call tally and the run's
+    structured-output state (shared by every call, so a format fallback is remembered across them)."""
 
     lms: dict[Role, dspy.LM]
     policy: RetryPolicy
     tally: CallTally
+    structured: StructuredOutputs | None = None
 
     def gateway(self) -> Gateway:
         """A gateway for one call (gateways hold asyncio state, and each sync call runs its own loop)."""
-        return Gateway(self.lms, concurrency=1, on_call=self.tally.record, policy=self.policy)
+        return Gateway(self.lms, concurrency=1, on_call=self.tally.record, policy=self.policy,
+                       structured=self.structured)
 
 
 class NodeStage(dspy.Module):

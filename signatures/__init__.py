@@ -7,41 +7,55 @@ in pydantic models so that count limits reach the JSON schema and therefore the 
 
 from treesynth.signatures.baselines import EvolveSample, GeneratePersonas
 from treesynth.signatures.coverage import Coverage, CoverSubspace
-from treesynth.signatures.criterion import CriterionSplit, DetermineCriterion, ValueGroup
-from treesynth.signatures.pivots import GeneratePivots
+from treesynth.signatures.criterion import (
+    ClassifyPivots,
+    CriterionProposal,
+    CriterionSplit,
+    DetermineCriterion,
+    PivotLabels,
+    ValueGroup,
+)
+from treesynth.signatures.pivots import SAMPLE_ITEM, GeneratePivots, SampleList
 from treesynth.signatures.routing import NONE_FITS, Assignment, Assignments, RouteSamples
 from treesynth.signatures.shapes import (
     assignments_type,
     coverage_type,
+    labels_type,
+    proposal_type,
     record_type,
     sample_batch_type,
     shaped,
-    split_type,
 )
 from treesynth.signatures.synthesis import SynthesizeLeaf
 
-SIGNATURE_VERSION = "2"
+SIGNATURE_VERSION = "3"
 """Bumped whenever a signature's fields change; compiled programs record it."""
 
 __all__ = [
     "NONE_FITS",
+    "SAMPLE_ITEM",
     "SIGNATURE_VERSION",
     "Assignment",
     "Assignments",
+    "ClassifyPivots",
     "CoverSubspace",
     "Coverage",
+    "CriterionProposal",
     "CriterionSplit",
     "DetermineCriterion",
     "EvolveSample",
     "GeneratePersonas",
     "GeneratePivots",
+    "PivotLabels",
     "RouteSamples",
+    "SampleList",
     "SynthesizeLeaf",
     "ValueGroup",
     "assignments_type",
     "coverage_type",
+    "labels_type",
+    "proposal_type",
     "record_type",
     "sample_batch_type",
     "shaped",
-    "split_type",
 ]

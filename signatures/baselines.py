@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import dspy
 
-from treesynth.signatures.pivots import PivotBatch
-from treesynth.signatures.synthesis import SampleBatch
+from treesynth.signatures.pivots import SampleList
+
+PERSONA_ITEM = "one persona each, in one sentence: who the person is and what they care about"
+"""What one item of a persona batch is."""
 
 
 class EvolveSample(dspy.Signature):
@@ -18,7 +20,7 @@ class EvolveSample(dspy.Signature):
     task: str = dspy.InputField(desc="what the dataset is for")
     sample: str = dspy.InputField(desc="the sample to evolve")
     operation: str = dspy.InputField(desc="how to evolve it")
-    samples: SampleBatch = dspy.OutputField()
+    batch: SampleList = dspy.OutputField()
 
 
 class GeneratePersonas(dspy.Signature):
@@ -30,4 +32,4 @@ class GeneratePersonas(dspy.Signature):
 
     task: str = dspy.InputField(desc="what the dataset is for")
     avoid: list[str] = dspy.InputField(desc="personas already listed (may be empty)")
-    personas: PivotBatch = dspy.OutputField()
+    personas: SampleList = dspy.OutputField()

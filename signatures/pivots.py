@@ -5,21 +5,25 @@ from __future__ import annotations
 import dspy
 from pydantic import BaseModel, Field
 
+SAMPLE_ITEM = "one complete, self-contained sample of the dataset each, written out in full"
+"""What one item of a sample batch is (shown to the model beside the list)."""
 
-class PivotBatch(BaseModel):
-    """Placeholder output type; the run replaces it with an exact-count batch (see ``shapes``)."""
 
-    items: list[str] = Field(min_length=1)
+class SampleList(BaseModel):
+    """Placeholder output type; runs replace it with an exact-count batch (see ``shapes.sample_batch_type``)."""
+
+    samples: list[str] = Field(min_length=1, description=SAMPLE_ITEM)
 
 
 class GeneratePivots(dspy.Signature):
-    """Write realistic, varied example samples for the task that all lie inside the given subspace.
+    """Write example data points of the dataset that all lie inside the given subspace.
 
-    Every sample must satisfy every constraint listed in `subspace`. Beyond those constraints, make the
-    samples differ from each other as much as possible (topic, setting, difficulty, form, length), so
-    that they reveal the different kinds of data the subspace contains. Return only the samples.
+    Each example is one complete data point exactly as it would appear in the dataset (for a word
+    problem: the whole problem text), never a number, a label, a title or a field name. Every example
+    satisfies every constraint in `subspace`; beyond those, make the examples differ from each other as
+    much as possible (topic, setting, difficulty, form, length).
     """
 
     task: str = dspy.InputField(desc="what the dataset is for")
     subspace: list[str] = dspy.InputField(desc="constraints 'criterion: value' from the root; empty at the root")
-    pivots: PivotBatch = dspy.OutputField(desc="the example samples")
+    examples: SampleList = dspy.OutputField()

@@ -13,7 +13,8 @@ import dspy
 from pydantic import BaseModel, Field, create_model
 
 from treesynth.signatures.coverage import Coverage
-from treesynth.signatures.criterion import CriterionSplit, ValueGroup
+from treesynth.signatures.criterion import VALUE_CHARS, CriterionProposal, PivotLabels
+from treesynth.signatures.pivots import SAMPLE_ITEM, SampleList
 from treesynth.signatures.routing import Assignment, Assignments
 
 
@@ -35,22 +36,41 @@ def record_type(fields: tuple[tuple[str, str], ...]) -> type[BaseModel]:
 
 
 @cache
-def sample_batch_type(count: int, fields: tuple[tuple[str, str], ...] = ()) -> type[BaseModel]:
-    """``{"items": [...]}`` holding exactly ``count`` strings, or records when ``fields`` are given."""
-    item: object = record_type(fields) if fields else str
+def sample_batch_type(count: int, fields: tuple[tuple[str, str], ...] = (), item: str = SAMPLE_ITEM
+                      ) -> type[SampleList]:
+    """``{"samples": [...]}`` holding exactly ``count`` strings, or records when ``fields`` are given.
+
+    ``item`` says what one entry is (shown to the model beside the list).
+    """
+    entry: object = record_type(fields) if fields else str
     return create_model(
         f"Batch{count}",
-        items=(list[item], Field(min_length=count, max_length=count)),  # type: ignore[valid-type]
+        __base__=SampleList,
+        samples=(list[entry], Field(min_length=count, max_length=count, description=item)),  # type: ignore[valid-type]
     )
 
 
 @cache
-def split_type(max_groups: int) -> type[CriterionSplit]:
-    """A criterion split with between 2 and ``max_groups`` value groups."""
+def proposal_type(max_values: int) -> type[CriterionProposal]:
+    """A criterion proposal with between 2 and ``max_values`` values."""
     return create_model(
-        f"Split{max_groups}",
-        __base__=CriterionSplit,
-        groups=(list[ValueGroup], Field(min_length=2, max_length=max_groups)),
+        f"Proposal{max_values}",
+        __base__=CriterionProposal,
+        values=(list[Annotated[str, Field(max_length=VALUE_CHARS)]],
+                Field(min_length=2, max_length=max_values, description=CriterionProposal.model_fields["values"]
+                      .description)),
+    )
+
+
+@cache
+def labels_type(values: tuple[str, ...], count: int) -> type[PivotLabels]:
+    """Exactly ``count`` labels, each one of ``values`` (an enum in the JSON schema, so in the grammar too)."""
+    choice = Literal[values]  # type: ignore[valid-type]
+    return create_model(
+        f"Labels{count}",
+        __base__=PivotLabels,
+        labels=(list[choice], Field(min_length=count, max_length=count,
+                                    description=PivotLabels.model_fields["labels"].description)),
     )
 
 

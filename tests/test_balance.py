@@ -293,16 +293,25 @@ def test_top_up_prompts_show_the_leaf_samples(tmp_path: Path) -> None:
                                                                            BalanceTarget(per_leaf=30))
     rows = read_jsonl(tmp_path / "o" / "balanced.jsonl")
     originals: dict[str, set[str]] = {}
+    texts: dict[str, set[str]] = {}
     for row in rows:
+        texts.setdefault(row["leaf_id"], set()).add(row["text"])
         if row["origin"] == "original":
             originals.setdefault(row["leaf_id"], set()).add(row["text"])
     assert prompts, "some leaf must have been topped up"
     by_subspace = {json.dumps(r["path"]): r["leaf_id"] for r in rows}
+    showed_originals: set[str] = set()
     for inputs in prompts:
         leaf = next(leaf for path, leaf in by_subspace.items() if all(
             s["value"] in line for s, line in zip(json.loads(path), inputs["subspace"], strict=True)))
         shown = set(inputs["avoid"])
-        assert shown and shown & originals[leaf], (inputs["subspace"], inputs["avoid"][:2])
+        # every prompt shows samples of its own leaf: originals first, then what top-up added
+        assert shown and shown <= texts[leaf], (inputs["subspace"], inputs["avoid"][:2])
+        if shown & originals[leaf]:
+            showed_originals.add(leaf)
+    assert showed_originals == {leaf for leaf in originals if any(
+        leaf == next(lf for path, lf in by_subspace.items() if all(
+            s["value"] in line for s, line in zip(json.loads(path), p["subspace"], strict=True))) for p in prompts)}
 
 
 class Interrupted(BaseException):

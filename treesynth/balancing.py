@@ -26,10 +26,10 @@ from treesynth.config import Role, RunConfig
 from treesynth.errors import ConfigError
 from treesynth.models import Node, PathSpec, PathStep, Task, Tree, normalize, stable_hash, stable_seed
 from treesynth.program import TreeSynthProgram
-from treesynth.providers import Gateway, RetryPolicy, make_role_lms
+from treesynth.providers import Gateway, RetryPolicy, StructuredOutputs, make_role_lms
 from treesynth.providers.context import lm_context
 from treesynth.store import RunStore, write_atomic, write_jsonl_atomic
-from treesynth.summary import priced_ledger, versions
+from treesynth.summary import priced_ledger, rejection_counts, versions
 from treesynth.synthesis.allocate import LeafPlanner
 from treesynth.synthesis.filler import Leaf, LeafFiller, SynthesisSource
 from treesynth.tree.builder import TreeBuilder, child_step, leaf_paths
@@ -100,8 +100,9 @@ class Balancer:
         store = RunStore.open(Path(out), self._identity(task, dataset, target, tree))
         started = time.time()
         try:
-            with lm_context():
-                return await self._run(task, dataset, target, given, store, started)
+            structured = StructuredOutputs.from_config(self.config.model)  # this run's dialect per model
+            with lm_context(structured):
+                return await self._run(task, dataset, target, given, store, started, structured)
         finally:
             store.close()
 
@@ -112,10 +113,10 @@ class Balancer:
                 "seed": self.config.seed, "target": repr(target)}
 
     async def _run(self, task: Task, dataset: InputDataset, target: BalanceTarget, given: Node | None,
-                   store: RunStore, started: float) -> BalanceResult:
+                   store: RunStore, started: float, structured: StructuredOutputs | None = None) -> BalanceResult:
         cfg = self.config
         gateway = Gateway(self.lms or make_role_lms(cfg.model), concurrency=cfg.concurrency,
-                          on_call=store.record_call,
+                          on_call=store.record_call, structured=structured,
                           policy=RetryPolicy(attempts=cfg.model.attempts, timeout=cfg.model.timeout,
                                              failure_limit=cfg.model.failure_limit))
         texts = [r.text for r in dataset.records]
@@ -201,6 +202,7 @@ class Balancer:
         n_out = write_jsonl_atomic(out / "balanced.jsonl", _balanced_rows(store, dataset))
         write_jsonl_atomic(out / "routing.jsonl", _routing_rows(dataset, placement, status))
         write_jsonl_atomic(out / "unrouted.jsonl", (dataset.records[i].record for i in sorted(placement.unrouted)))
+        write_jsonl_atomic(out / "rejected.jsonl", store.rejected())
         before = {leaf.id: len(placement.members.get(leaf.id, [])) for leaf in root.leaves()}
         summary = _summary(task, dataset, tree, status, n_out, quotas, before, counts, store, router, started,
                            self.config)
@@ -285,7 +287,7 @@ def _summary(task: Task, dataset: InputDataset, tree: Tree, status: dict[int, st
         "input": {"path": str(dataset.path), "records": len(dataset.records), "field": dataset.selector},
         "counts": {"input": len(dataset.records), **tally, "synthesized": synthesized, "output": n_out,
                    "leaves": len(before), "nodes": tree.node_count(), "target": sum(quotas.values()),
-                   "shortfall": shortfall},
+                   "shortfall": shortfall, **rejection_counts(store)},
         "distribution": {"before": distribution(before), "after": distribution(after)},
         "routing": {"calls": routing_calls, "decisions": decisions,
                     "calls_per_sample_per_level": round(routing_calls / decisions, 4) if decisions else 0.0},

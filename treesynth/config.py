@@ -6,24 +6,33 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from treesynth.errors import ConfigError
 
 Role = Literal["pivots", "criterion", "coverage", "leaf", "routing"]
 ROLES: tuple[Role, ...] = ("pivots", "criterion", "coverage", "leaf", "routing")
 
+StructuredOutput = Literal["auto", "json_schema", "json_object_schema", "json_object", "prompt"]
+"""How a provider model is asked for structured output (see :mod:`treesynth.providers.structured`)."""
+_STRUCTURED_HELP = (
+    "how the provider's server is asked for JSON: json_schema (OpenAI structured outputs: vLLM, llama.cpp's "
+    "llama-server, Ollama, LM Studio, SGLang), json_object_schema ({'type': 'json_object', 'schema': ...}: "
+    "llama-cpp-python's server), json_object (JSON mode, no schema), prompt (no response_format: the prompt "
+    "alone); auto picks by model and falls back along that order when the server refuses the format. "
+    "In-process models (local/..., test/fake) ignore it")
+
 _DEFAULT_TEMPERATURE: dict[str, float] = {"pivots": 1.0, "criterion": 0.7, "coverage": 0.7, "leaf": 1.0,
                                           "routing": 0.3}
 
 
 EMBEDDED_DEFAULTS: dict[str, Any] = {
-    "tree.depth": 2, "tree.width": 3, "tree.pivots": 3, "synthesis.samples": 12, "synthesis.samples_per_call": 2,
-    "concurrency": 2, "model.max_tokens": 256, "model.roles.criterion.max_tokens": 384,
-    "synthesis.call_budget_factor": 8.0, "model.roles.leaf.temperature": 1.3,
+    "tree.depth": 2, "tree.width": 4, "tree.pivots": 5, "synthesis.samples": 12, "synthesis.samples_per_call": 3,
+    "concurrency": 2, "model.max_tokens": 400, "synthesis.call_budget_factor": 4.0,
 }
-"""Defaults for the embedded 270M model on a CPU: a small tree and short calls, so a first run takes
-minutes. Applied by the CLI when the embedded model is used without a config file; explicit flags win."""
+"""Defaults for the embedded 1.5B model on a CPU: a small tree and short calls, so the README's main job
+(``-n 12``) takes minutes on two cores. Applied by the CLI when an embedded model is used without a config
+file; explicit flags win."""
 
 LOCAL_MODEL_PREFIX = "local/"
 """Model strings of embedded models, run in this process (one generation at a time per model)."""
@@ -68,6 +77,9 @@ class RoleModel(_Frozen):
     model: str | None = None
     temperature: float | None = Field(None, ge=0.0, le=2.0)
     max_tokens: int | None = Field(None, ge=16)
+    structured_output: StructuredOutput | None = Field(
+        None, description="the role's structured-output setting (overrides model.structured_output; roles on "
+                          "the same model must agree)")
 
 
 class ModelConfig(_Frozen):
@@ -82,7 +94,29 @@ class ModelConfig(_Frozen):
     attempts: int = Field(6, ge=1, le=20, description="tries per call on rate limits, overload and server errors")
     timeout: float = Field(120.0, gt=0, description="seconds before one attempt is abandoned")
     failure_limit: int = Field(8, ge=1, description="consecutive failed calls that stop the run as partial")
+    structured_output: StructuredOutput = Field("auto", description=_STRUCTURED_HELP)
     roles: dict[Role, RoleModel] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _one_structured_output_per_model(self) -> ModelConfig:
+        """The setting describes a model's server, so every role on one model must resolve to the same one."""
+        seen: dict[str, tuple[Role, StructuredOutput]] = {}
+        for role in ROLES:
+            model, setting = self.model_for(role), self.structured_output_for(role)
+            if model is None:
+                continue
+            first = seen.setdefault(model, (role, setting))
+            if first[1] != setting:
+                raise ValueError(f"roles {first[0]} and {role} both run {model} but with structured_output "
+                                 f"{first[1]} and {setting}; set one value for that model")
+        return self
+
+    def structured_output_for(self, role: Role) -> StructuredOutput:
+        """Structured-output setting for ``role``: the role override or the model default."""
+        override = self.roles.get(role)
+        if override is not None and override.structured_output is not None:
+            return override.structured_output
+        return self.structured_output
 
     def temperature(self, role: Role) -> float:
         """Temperature for ``role``: the role override or the role's default."""

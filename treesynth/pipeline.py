@@ -21,7 +21,7 @@ from treesynth.config import Role, RunConfig
 from treesynth.errors import ConfigError, ProviderError
 from treesynth.models import Node, PathSpec, Sample, Task, Tree
 from treesynth.program import TreeSynthProgram
-from treesynth.providers import CallRecord, Gateway, RetryPolicy, make_role_lms
+from treesynth.providers import CallRecord, Gateway, RetryPolicy, StructuredOutputs, make_role_lms
 from treesynth.providers.context import lm_context
 from treesynth.providers.pricing import live_cost
 from treesynth.store import RunStore, write_atomic, write_jsonl_atomic
@@ -118,8 +118,9 @@ class TreeSynth:
         started = time.time()
         run: _Run | None = None
         try:
-            run = self._wire(task, lms, store)
-            with lm_context():
+            structured = StructuredOutputs.from_config(self.config.model)  # this run's dialect per model
+            run = self._wire(task, lms, store, structured)
+            with lm_context(structured):
                 error = await self._grow_and_fill(run, fill=not tree_only)   # tree building + leaf synthesis
             return self._export(run, error, started, samples=not tree_only)  # dataset + metrics
         except Exception as exc:
@@ -135,12 +136,13 @@ class TreeSynth:
                 "samples": cfg.synthesis.samples, "samples_per_call": cfg.synthesis.samples_per_call,
                 "infinite_weight": cfg.synthesis.infinite_weight}
 
-    def _wire(self, task: Task, lms: dict[Role, dspy.LM], store: RunStore) -> _Run:
+    def _wire(self, task: Task, lms: dict[Role, dspy.LM], store: RunStore,
+              structured: StructuredOutputs | None = None) -> _Run:
         cfg = self.config
         progress = Progress(target=cfg.synthesis.samples)
         policy = RetryPolicy(attempts=cfg.model.attempts, timeout=cfg.model.timeout,
                              failure_limit=cfg.model.failure_limit)
-        gateway = Gateway(lms, concurrency=cfg.concurrency, policy=policy,
+        gateway = Gateway(lms, concurrency=cfg.concurrency, policy=policy, structured=structured,
                           on_call=lambda rec: self._ledger(store, progress, rec))
         infinite_weight = cfg.synthesis.infinite_weight or float(cfg.tree.width)
         planner = LeafPlanner(total=cfg.synthesis.samples, max_depth=cfg.tree.depth,         # leaf allocation
@@ -240,13 +242,14 @@ def _tree_with_counts(store: RunStore, root: Node, task: Task, config: RunConfig
 def export_run(store: RunStore, root: Node, task: Task, config: RunConfig, quotas: dict[str, int],
                error: str | None, started: float, *, failed: bool = False, pending: frozenset[str] = frozenset(),
                **extra: Any) -> RunResult:
-    """Write ``tree.json``, ``samples.jsonl`` and ``run.json`` (atomically) and return the result.
+    """Write ``tree.json``, ``samples.jsonl``, ``rejected.jsonl`` and ``run.json`` (atomically); return the result.
 
     ``failed`` marks a run that ended in an unexpected error (``run.json`` status ``failed``); ``pending``
     names nodes never expanded, which are not counted as leaves.
     """
     tree = _tree_with_counts(store, root, task, config, quotas)
     n_samples = write_jsonl_atomic(store.out / "samples.jsonl", store.samples())
+    write_jsonl_atomic(store.out / "rejected.jsonl", store.rejected())
     summary = run_summary(tree=tree, store=store, n_samples=n_samples, quotas=quotas, error=error,
                           started=started, config=config, failed=failed, pending=pending)
     summary.update(extra)

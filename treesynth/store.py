@@ -7,8 +7,11 @@ Layout of ``<out>/``:
   Every write is keyed (node id, ``(leaf_id, call_index)``, sample id) and idempotent, and each
   logical step is one transaction, so a process killed at any moment resumes without losing or
   duplicating work.
-* ``tree.json``, ``samples.jsonl``, ``run.json`` -- exports, each written to a temporary file and
-  renamed into place.
+* ``tree.json``, ``samples.jsonl``, ``rejected.jsonl``, ``run.json`` -- exports, each written to a
+  temporary file and renamed into place.
+
+Candidates the sample gate (:mod:`treesynth.gate`) turned away are stored with status ``rejected`` and
+their reason, never accepted; pivots it turned away live in their node's payload (``rejected_pivots``).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import json
 import os
 import sqlite3
 import tempfile
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from contextlib import suppress
 from pathlib import Path
@@ -32,7 +36,7 @@ CREATE TABLE IF NOT EXISTS nodes(id TEXT PRIMARY KEY, payload TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS leaf_calls(leaf_id TEXT NOT NULL, call_index INTEGER NOT NULL, ok INTEGER NOT NULL,
     PRIMARY KEY(leaf_id, call_index));
 CREATE TABLE IF NOT EXISTS candidates(leaf_id TEXT NOT NULL, call_index INTEGER NOT NULL, position INTEGER NOT NULL,
-    norm TEXT NOT NULL, payload TEXT NOT NULL, status TEXT NOT NULL DEFAULT 'new',
+    norm TEXT NOT NULL, payload TEXT NOT NULL, status TEXT NOT NULL DEFAULT 'new', reason TEXT,
     PRIMARY KEY(leaf_id, call_index, position));
 CREATE TABLE IF NOT EXISTS samples(seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE,
     leaf_id TEXT NOT NULL, norm TEXT NOT NULL UNIQUE, payload TEXT NOT NULL);
@@ -44,6 +48,17 @@ CREATE TABLE IF NOT EXISTS calls(seq INTEGER PRIMARY KEY AUTOINCREMENT, stage TE
     ok INTEGER, error TEXT, prompt_tokens INTEGER, completion_tokens INTEGER, seconds REAL, retries INTEGER,
     cached INTEGER);
 """
+
+
+Candidate = tuple[str, dict[str, Any], str | None]
+"""One candidate of a leaf call: normalized key, sample payload, and the gate's reason when rejected."""
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Bring a store made by an older treesynth up to the schema (``IF NOT EXISTS`` keeps old tables as they are)."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(candidates)")}
+    if "reason" not in columns:
+        conn.execute("ALTER TABLE candidates ADD COLUMN reason TEXT")
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -111,6 +126,7 @@ class RunStore:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.executescript(_SCHEMA)
+            _migrate(conn)
         except sqlite3.DatabaseError as exc:
             raise RunStateError(f"{out / DB_NAME} is not a usable run store ({exc}); use a new --out") from None
         store = cls(out, conn)
@@ -159,15 +175,19 @@ class RunStore:
         rows = self._db.execute("SELECT call_index FROM leaf_calls WHERE leaf_id=?", (leaf_id,)).fetchall()
         return {int(row[0]) for row in rows}
 
-    def save_leaf_call(self, leaf_id: str, call_index: int,
-                       candidates: list[tuple[str, dict[str, Any]]] | None) -> None:
-        """Record one finished call and its candidates ``(normalized key, sample payload)`` atomically."""
+    def save_leaf_call(self, leaf_id: str, call_index: int, candidates: list[Candidate] | None) -> None:
+        """Record one finished call and its candidates atomically (see :data:`Candidate`).
+
+        A candidate with a reason is stored as ``rejected`` and is never accepted.
+        """
         with self._tx():
             self._db.execute("INSERT OR IGNORE INTO leaf_calls VALUES(?, ?, ?)",
                              (leaf_id, call_index, int(candidates is not None)))
             self._db.executemany(
-                "INSERT OR IGNORE INTO candidates(leaf_id, call_index, position, norm, payload) VALUES(?, ?, ?, ?, ?)",
-                [(leaf_id, call_index, i, norm, json.dumps(p)) for i, (norm, p) in enumerate(candidates or [])],
+                "INSERT OR IGNORE INTO candidates(leaf_id, call_index, position, norm, payload, status, reason) "
+                "VALUES(?, ?, ?, ?, ?, ?, ?)",
+                [(leaf_id, call_index, i, norm, json.dumps(p), "new" if reason is None else "rejected", reason)
+                 for i, (norm, p, reason) in enumerate(candidates or [])],
             )
 
     def accept(self, leaf_id: str, target: int) -> int:
@@ -222,8 +242,38 @@ class RunStore:
         return dict(self._db.execute("SELECT leaf_id, COUNT(*) FROM samples GROUP BY leaf_id").fetchall())
 
     def candidate_stats(self) -> dict[str, int]:
-        """Candidate counts by status (``new``, ``accepted``, ``duplicate``)."""
+        """Candidate counts by status (``new``, ``accepted``, ``duplicate``, ``rejected``)."""
         return dict(self._db.execute("SELECT status, COUNT(*) FROM candidates GROUP BY status").fetchall())
+
+    def rejected(self) -> Iterator[dict[str, Any]]:
+        """Everything the sample gate turned away: rejected candidates, then rejected pivots.
+
+        Candidate rows have ``stage`` (``leaf`` or a baseline's stage), ``leaf_id``, ``call_index``,
+        ``position``, ``reason`` and ``text`` or ``fields``; pivot rows have ``stage`` ``pivots``,
+        ``node_id``, ``reason`` and ``text``.
+        """
+        rows = self._db.execute("SELECT leaf_id, call_index, position, reason, payload FROM candidates "
+                                "WHERE status='rejected' ORDER BY leaf_id, call_index, position").fetchall()
+        for leaf_id, call_index, position, reason, payload in rows:
+            sample = json.loads(payload)
+            row = {"stage": sample.get("stage", "leaf"), "leaf_id": leaf_id, "call_index": call_index,
+                   "position": position, "reason": reason}
+            yield row | {key: sample[key] for key in ("text", "fields") if key in sample}
+        for node_id, payload in self._nodes_with_rejected_pivots():
+            for pivot in json.loads(payload)["rejected_pivots"]:
+                yield {"stage": "pivots", "node_id": node_id, "reason": pivot["reason"], "text": pivot["text"]}
+
+    def rejection_stats(self) -> dict[str, int]:
+        """How many candidates and pivots the sample gate rejected, by reason (most frequent first)."""
+        counts: Counter[str] = Counter(dict(self._db.execute(
+            "SELECT reason, COUNT(*) FROM candidates WHERE status='rejected' GROUP BY reason").fetchall()))
+        for _, payload in self._nodes_with_rejected_pivots():
+            counts.update(pivot["reason"] for pivot in json.loads(payload)["rejected_pivots"])
+        return dict(counts.most_common())
+
+    def _nodes_with_rejected_pivots(self) -> list[tuple[str, str]]:
+        return self._db.execute("SELECT id, payload FROM nodes WHERE json_extract(payload, '$.rejected_pivots') "
+                                "IS NOT NULL ORDER BY id").fetchall()
 
     # -- routing (balance) ------------------------------------------------------------------------------
     def routes(self, node_id: str) -> dict[int, tuple[str | None, str | None]]:

@@ -24,6 +24,12 @@ def priced_ledger(store: RunStore) -> dict[str, Any]:
     return ledger
 
 
+def rejection_counts(store: RunStore) -> dict[str, Any]:
+    """``rejected`` (candidates and pivots the sample gate turned away) and ``rejected_by_reason``."""
+    by_reason = store.rejection_stats()
+    return {"rejected": sum(by_reason.values()), "rejected_by_reason": by_reason}
+
+
 def versions() -> dict[str, str]:
     """Versions of Python and the packages that shape a run's output."""
     found = {"python": platform.python_version()}
@@ -70,6 +76,7 @@ def run_summary(*, tree: Tree, store: RunStore, n_samples: int, quotas: dict[str
             "shortfall": max(0, target - n_samples),
             "duplicates_removed": candidates.get("duplicate", 0),
             "unused_candidates": candidates.get("new", 0),
+            **rejection_counts(store),
             "max_depth": max(node.depth for node in tree.root.walk()),
             "early_leaves": sum(1 for leaf in leaves if leaf.leaf_reason not in (None, "max depth")),
         },

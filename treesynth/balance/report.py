@@ -27,7 +27,8 @@ def write_report(out: Path, summary: dict[str, Any], before: dict[str, int], aft
         *(f"| {name} | {counts[name]} |" for name in ("kept", "downsampled", "duplicate", "unrouted")),
         f"| **total** | {sum(counts[n] for n in ('kept', 'downsampled', 'duplicate', 'unrouted'))} |",
         "",
-        f"Synthesized to fill sparse leaves: {counts['synthesized']}.",
+        f"Synthesized to fill sparse leaves: {counts['synthesized']} (rejected by the sample gate: "
+        f"{counts.get('rejected', 0)}, see `rejected.jsonl`).",
         "",
         "| leaf distribution | before | after |",
         "|---|---|---|",

@@ -24,9 +24,10 @@ from treesynth.config import Role, RunConfig
 from treesynth.errors import ConfigError
 from treesynth.models import LeafWork, Node, Task, normalize, stable_seed
 from treesynth.pipeline import RunResult, export_run
-from treesynth.providers import Gateway, RetryPolicy, make_role_lms
+from treesynth.providers import Gateway, RetryPolicy, StructuredOutputs, make_role_lms
 from treesynth.providers.context import lm_context
 from treesynth.signatures import EvolveSample, GeneratePersonas, sample_batch_type, shaped
+from treesynth.signatures.baselines import PERSONA_ITEM
 from treesynth.store import RunStore
 from treesynth.synthesis.allocate import LeafPlanner, allocate
 from treesynth.synthesis.filler import Leaf, LeafFiller, SynthesisSource
@@ -57,9 +58,9 @@ class Evolver(dspy.Module):
 
     async def aforward(self, task: str, sample: str, operation: str, count: int, **call: Any) -> dspy.Prediction:
         """Return ``Prediction(samples=[...])``: ``count`` evolutions of ``sample``."""
-        signature = shaped(self.evolve.signature, "samples", sample_batch_type(count))
+        signature = shaped(self.evolve.signature, "batch", sample_batch_type(count))
         pred = await self.evolve.acall(signature=signature, task=task, sample=sample, operation=operation, **call)
-        return dspy.Prediction(samples=[str(s) for s in pred.samples.items])
+        return dspy.Prediction(samples=[str(s) for s in pred.batch.samples])
 
 
 class PersonaWriter(dspy.Module):
@@ -72,9 +73,9 @@ class PersonaWriter(dspy.Module):
 
     async def aforward(self, task: str, avoid: list[str], count: int, **call: Any) -> dspy.Prediction:
         """Return ``Prediction(personas=[...])`` with ``count`` personas."""
-        signature = shaped(self.generate.signature, "personas", sample_batch_type(count))
+        signature = shaped(self.generate.signature, "personas", sample_batch_type(count, item=PERSONA_ITEM))
         pred = await self.generate.acall(signature=signature, task=task, avoid=avoid, **call)
-        return dspy.Prediction(personas=[str(p) for p in pred.personas.items])
+        return dspy.Prediction(personas=[str(p) for p in pred.personas.samples])
 
 
 class _EvolSource:
@@ -132,12 +133,13 @@ class Baseline:
         store = RunStore.open(Path(out), {"task": task.model_dump(mode="json"), "method": self.method,
                                           "seed": cfg.seed, "samples": cfg.synthesis.samples})
         started = time.time()
+        structured = StructuredOutputs.from_config(cfg.model)  # this run's dialect per model
         gateway = Gateway(self.lms or make_role_lms(cfg.model), concurrency=cfg.concurrency,
-                          on_call=store.record_call,
+                          on_call=store.record_call, structured=structured,
                           policy=RetryPolicy(attempts=cfg.model.attempts, timeout=cfg.model.timeout,
                                              failure_limit=cfg.model.failure_limit))
         try:
-            with lm_context():
+            with lm_context(structured):
                 root = await self._tree(task, gateway, store)
                 quotas = allocate({leaf.id: 1.0 for leaf in root.leaves()}, cfg.synthesis.samples)
                 await self._fill(task, root, quotas, gateway, store)

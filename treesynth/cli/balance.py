@@ -28,7 +28,8 @@ def balance(
     field: Annotated[str | None, typer.Option(help="Text field to route by, or a template like "
                                               "'{question} {answer}'.")] = None,
     batch_size: Annotated[int, typer.Option(min=1, max=200, help="Samples routed per LLM call.")] = 20,
-    model: opt.Model = None, api_base: opt.ApiBase = None, role_model: opt.RoleModels = None,
+    model: opt.Model = None, api_base: opt.ApiBase = None, structured_output: opt.StructuredOutput = None,
+    role_model: opt.RoleModels = None,
     role_temperature: opt.RoleTemperatures = None, depth: opt.Depth = None, width: opt.Width = None,
     pivots: opt.Pivots = None, samples_per_call: opt.PerCall = None, concurrency: opt.Concurrency = None,
     seed: opt.Seed = None, config: opt.Config = None,
@@ -44,7 +45,8 @@ def balance(
     with cli_errors():
         target = BalanceTarget(per_leaf=per_leaf, total=total, distribution=target_dist)
         cfg = opt.build_config(config, role_models=role_model, role_temperatures=role_temperature, model=model,
-                               api_base=api_base, depth=depth, width=width, pivots=pivots, samples=None,
+                               api_base=api_base, structured_output=structured_output,
+                               depth=depth, width=width, pivots=pivots, samples=None,
                                samples_per_call=samples_per_call, concurrency=concurrency, seed=seed)
         result = Balancer(cfg, batch_size=batch_size).balance(data, task, out, target, text_field=field, tree=tree)
     counts = result.summary["counts"]

@@ -41,7 +41,8 @@ def compile_command(
                                                          "leaf role's model.")] = None,
     work: Annotated[Path | None, typer.Option(help="Directory for the grown example trees (resumable). Default: "
                                               "<out without .json>-trees.")] = None,
-    model: opt.Model = None, api_base: opt.ApiBase = None, role_model: opt.RoleModels = None,
+    model: opt.Model = None, api_base: opt.ApiBase = None, structured_output: opt.StructuredOutput = None,
+    role_model: opt.RoleModels = None,
     role_temperature: opt.RoleTemperatures = None, depth: opt.Depth = None, width: opt.Width = None,
     pivots: opt.Pivots = None, samples: opt.Samples = None, samples_per_call: opt.PerCall = None,
     concurrency: opt.Concurrency = None, seed: opt.Seed = None, config: opt.Config = None,
@@ -59,7 +60,8 @@ def compile_command(
 
         parsed = [Task.from_arg(t) for t in tasks]
         cfg = opt.build_config(config, role_models=role_model, role_temperatures=role_temperature, model=model,
-                               api_base=api_base, depth=depth, width=width, pivots=pivots, samples=samples,
+                               api_base=api_base, structured_output=structured_output,
+                               depth=depth, width=width, pivots=pivots, samples=samples,
                                samples_per_call=samples_per_call, concurrency=concurrency, seed=seed)
         options = CompileOptions(optimizer=optimizer,  # type: ignore[arg-type]  # validated by CompileOptions
                                  modules=tuple(module) if module else CompileOptions().modules,  # type: ignore[arg-type]

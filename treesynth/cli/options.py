@@ -12,9 +12,15 @@ from treesynth.errors import ConfigError
 if TYPE_CHECKING:
     from treesynth.config import RunConfig
 
-Model = Annotated[str | None, typer.Option("--model", "-m", help="provider/model (litellm), local/gemma-3-270m or "
-                                           "test/fake. Default: the embedded model.")]
+Model = Annotated[str | None, typer.Option("--model", "-m", help="provider/model (litellm), a local/... embedded "
+                                           "model or test/fake. Default: the embedded "
+                                           "local/qwen2.5-coder-1.5b-instruct.")]
 ApiBase = Annotated[str | None, typer.Option(help="Base URL of an OpenAI-compatible server.")]
+StructuredOutput = Annotated[str | None, typer.Option(
+    "--structured-output",
+    help="auto | json_schema | json_object_schema | json_object | prompt: how the provider is asked for JSON. "
+         "Default auto: json_schema first for a server at --api-base, "
+         "falling back in that order when the server refuses the format.")]
 RoleModels = Annotated[list[str] | None, typer.Option("--role-model", help="ROLE=MODEL for one role (pivots, "
                                                       "criterion, coverage, leaf); repeatable.")]
 RoleTemperatures = Annotated[list[str] | None, typer.Option("--role-temperature", help="ROLE=T; repeatable.")]
@@ -53,7 +59,8 @@ def build_config(config: Path | None, *, role_models: list[str] | None = None,
     if config is None and flags.get("model") is None:
         flags["model"] = default_model()
     base = RunConfig.load(config) if config else RunConfig.defaults_for(str(flags["model"]))
-    keys = {"model": "model.model", "api_base": "model.api_base", "depth": "tree.depth", "width": "tree.width",
+    keys = {"model": "model.model", "api_base": "model.api_base", "structured_output": "model.structured_output",
+            "depth": "tree.depth", "width": "tree.width",
             "pivots": "tree.pivots", "samples": "synthesis.samples", "samples_per_call": "synthesis.samples_per_call",
             "concurrency": "concurrency", "seed": "seed"}
     overrides: dict[str, Any] = {keys[name]: value for name, value in flags.items()}

@@ -28,7 +28,8 @@ def register(app: typer.Typer) -> None:
 
 def run(
     task: Annotated[str, typer.Argument(help="The task in one sentence, or a YAML task file.")],
-    model: opt.Model = None, api_base: opt.ApiBase = None, role_model: opt.RoleModels = None,
+    model: opt.Model = None, api_base: opt.ApiBase = None, structured_output: opt.StructuredOutput = None,
+    role_model: opt.RoleModels = None,
     role_temperature: opt.RoleTemperatures = None, depth: opt.Depth = None, width: opt.Width = None,
     pivots: opt.Pivots = None, samples: opt.Samples = None, samples_per_call: opt.PerCall = None,
     concurrency: opt.Concurrency = None, seed: opt.Seed = None, out: opt.Out = None, config: opt.Config = None,
@@ -45,7 +46,8 @@ def run(
     with cli_errors():
         parsed = Task.from_arg(task)
         cfg = opt.build_config(config, role_models=role_model, role_temperatures=role_temperature, model=model,
-                               api_base=api_base, depth=depth, width=width, pivots=pivots, samples=samples,
+                               api_base=api_base, structured_output=structured_output,
+                               depth=depth, width=width, pivots=pivots, samples=samples,
                                samples_per_call=samples_per_call, concurrency=concurrency, seed=seed)
         compiled = _load_program(program)
         if dry_run:

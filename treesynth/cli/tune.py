@@ -36,7 +36,8 @@ def tune_command(
     program: Annotated[list[Path] | None, typer.Option("--program", help="A compiled program trials may choose; "
                                                        "repeatable.")] = None,
     startup_trials: Annotated[int, typer.Option(help="Random trials before TPE models the space.")] = 5,
-    model: opt.Model = None, api_base: opt.ApiBase = None, role_model: opt.RoleModels = None,
+    model: opt.Model = None, api_base: opt.ApiBase = None, structured_output: opt.StructuredOutput = None,
+    role_model: opt.RoleModels = None,
     role_temperature: opt.RoleTemperatures = None, samples: opt.Samples = None, concurrency: opt.Concurrency = None,
     seed: opt.Seed = None, config: opt.Config = None,
 ) -> None:
@@ -54,7 +55,8 @@ def tune_command(
 
         parsed = Task.from_arg(task)
         cfg = opt.build_config(config, role_models=role_model, role_temperatures=role_temperature, model=model,
-                               api_base=api_base, samples=samples, concurrency=concurrency, seed=seed)
+                               api_base=api_base, structured_output=structured_output,
+                               samples=samples, concurrency=concurrency, seed=seed)
         search = SearchSpace.load(space) if space else SearchSpace()
         if program:
             search = replace(search, programs=tuple(dict.fromkeys([*search.programs, *map(str, program)])))

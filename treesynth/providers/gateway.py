@@ -5,6 +5,11 @@ exponential backoff that honour ``Retry-After`` and release the concurrency slot
 per-call seeds (distinct ``rollout_id``/``seed`` so no two draws collapse in DSPy's cache), one ledger
 record per call, parse-failure handling, and a circuit breaker that stops the run cleanly (as
 :class:`ProviderError`) after sustained failure.
+
+Structured output: given the run's :class:`~treesynth.providers.structured.StructuredOutputs` (the same
+object the adapter reads), a call refused for its response format under ``auto`` is retried at once with
+the model's next dialect, which then stays in force; such refusals never trip the breaker. A model whose
+first ``policy.parse_limit`` completed calls all fail to parse (none succeeding) stops the run with the fix.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from dspy.utils.exceptions import (
 from treesynth.config import Role, is_local_model
 from treesynth.errors import ProviderError
 from treesynth.providers.limiter import AdaptiveLimiter
+from treesynth.providers.structured import DIALECTS, Dialect, StructuredOutputs, refuses_response_format
 
 T = TypeVar("T")
 MAX_BACKOFF_SECONDS = 60.0
@@ -53,12 +59,17 @@ class CallRecord:
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
-    """How hard the gateway tries before a call counts as failed."""
+    """How hard the gateway tries before a call counts as failed.
+
+    ``parse_limit``: when the first this many completed calls to a model all failed to parse (and none
+    succeeded) the run stops, naming the structured-output fix (0: never).
+    """
 
     attempts: int = 6
     timeout: float = 120.0
     failure_limit: int = 8
     base_delay: float = 1.0
+    parse_limit: int = 6
 
 
 CallFn = Callable[[dspy.LM, dict[str, Any]], Awaitable[T]]
@@ -72,6 +83,9 @@ class _Attempt:
     overloaded: bool = False
     retryable: bool = False
     unreachable: bool = False
+    dialect: Dialect | None = None
+    """The structured-output dialect in force when the attempt started."""
+    exception: BaseException | None = None
 
 
 class Gateway:
@@ -82,12 +96,16 @@ class Gateway:
         concurrency: Most calls in flight at once (the adaptive limit's ceiling).
         on_call: Receives a :class:`CallRecord` after every call (the run store's ledger).
         policy: Attempts, timeout, circuit-breaker threshold.
+        structured: The run's structured-output state (the adapter's too); ``None``: no format fallback.
     """
 
     def __init__(self, lms: dict[Role, dspy.LM], *, concurrency: int, on_call: Callable[[CallRecord], None],
-                 policy: RetryPolicy | None = None) -> None:
+                 policy: RetryPolicy | None = None, structured: StructuredOutputs | None = None) -> None:
         """Create a gateway; see the class docstring."""
         self.lms = lms
+        self.structured = structured
+        self._parse_failures: dict[str, int] = {}
+        self._parsed: set[str] = set()
         self.limiter = AdaptiveLimiter(concurrency)
         self.policy = policy or RetryPolicy()
         self._on_call = on_call
@@ -106,8 +124,10 @@ class Gateway:
         ``policy.attempts`` times with the slot released while waiting. :class:`ProviderError` stops the
         run (resumably) when: authentication fails; the provider was never reached (fail fast on a wrong
         ``--api-base``); a ``required`` call fails for a provider reason (tree building must not be
-        degraded by an outage); or ``policy.failure_limit`` consecutive attempts fail for reasons other
-        than rate limits (the circuit breaker).
+        degraded by an outage); ``policy.failure_limit`` consecutive attempts fail for reasons other
+        than rate limits (the circuit breaker); or the model's first ``policy.parse_limit`` completed calls
+        all failed to parse. A call refused for its response format under ``auto`` is retried at once with
+        the model's next dialect (not counted by the breaker).
         """
         lm = self.lms[role]
         config = {"rollout_id": seed, "seed": seed, "temperature": lm.kwargs.get("temperature", 1.0)}
@@ -117,6 +137,11 @@ class Gateway:
         retries = 0
         for index in range(self.policy.attempts):
             attempt = await self._attempt(lm, config, fn)
+            for _ in DIALECTS:  # refused for its response format: at once, with the next dialect
+                if not self._falls_back(lm, attempt):
+                    break
+                retries += 1
+                attempt = await self._attempt(lm, config, fn)
             try:
                 self._track_failures(attempt, lm.model)
             except ProviderError:  # breaker tripped or host unreachable: the ledger still gets this call
@@ -127,9 +152,10 @@ class Gateway:
             retries += 1
             await asyncio.sleep(self._delay(attempt, index, jitter))  # the slot is free while we sleep
         self._record(stage, lm.model, node_id, attempt, start, retries)
+        self._track_parse(lm, attempt)
         if required and attempt.error not in (None, "parse"):
             raise ProviderError(f"the {stage} call for node {node_id} failed after {retries + 1} attempts "
-                                f"({attempt.error}); re-run the same command to resume")
+                                f"({attempt.error}); {_refusal_fix(attempt)}re-run the same command to resume")
         return attempt.result if attempt.error is None else None
 
     def _record(self, stage: str, model: str, node_id: str, attempt: _Attempt, start: float, retries: int) -> None:
@@ -141,7 +167,7 @@ class Gateway:
 
     async def _attempt(self, lm: dspy.LM, config: dict[str, Any], fn: CallFn[Any]) -> _Attempt:
         await self.limiter.acquire()
-        outcome = _Attempt()
+        outcome = _Attempt(dialect=self.structured.dialect(lm) if self.structured is not None else None)
         try:
             async with self._engine_turn(lm):  # queueing for an in-process engine is not the model's time
                 outcome.result = await asyncio.wait_for(fn(lm, config), self.policy.timeout)
@@ -153,7 +179,8 @@ class Gateway:
             raise ProviderError(f"authentication failed for {lm.model} ({str(exc)[:120]}); set the provider's "
                                 "API key in the environment (e.g. OPENAI_API_KEY) and re-run to resume") from None
         except Exception as exc:
-            outcome.error = f"{type(exc).__name__}: {str(exc)[:200]}"
+            outcome.exception = exc
+            outcome.error = f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"  # one line
             outcome.retryable = is_retryable_lm_error(exc)
             outcome.unreachable = isinstance(exc, LMTransportError) or any(
                 marker in outcome.error for marker in _UNREACHABLE_MARKERS)
@@ -162,6 +189,33 @@ class Gateway:
         finally:
             await self.limiter.release(overloaded=outcome.overloaded)
         return outcome
+
+    def _falls_back(self, lm: dspy.LM, attempt: _Attempt) -> bool:
+        """Whether ``attempt`` was refused for its response format and the model now has a next dialect."""
+        if self.structured is None or attempt.exception is None:
+            return False
+        return self.structured.fall_back(lm, attempt.dialect, attempt.exception)
+
+    def _track_parse(self, lm: dspy.LM, attempt: _Attempt) -> None:
+        """Stop the run when a model's first ``policy.parse_limit`` completed calls all failed to parse."""
+        model = str(lm.model)
+        if attempt.error is None:
+            self._parsed.add(model)
+            return
+        if attempt.error != "parse" or model in self._parsed or self.policy.parse_limit <= 0:
+            return
+        failed = self._parse_failures[model] = self._parse_failures.get(model, 0) + 1
+        if failed < self.policy.parse_limit:
+            return
+        if attempt.dialect is None:
+            fix = "choose another --model"
+        else:
+            others = [d for d in DIALECTS if d != attempt.dialect]
+            fix = (f"set model.structured_output (or --structured-output) to {', '.join(others[:-1])} or "
+                   f"{others[-1]}")
+        sent = f" (sent as {attempt.dialect})" if attempt.dialect else ""
+        raise ProviderError(f"every one of the first {failed} calls to {model} failed to parse its structured "
+                            f"output{sent}; {fix}, then re-run the same command to resume")
 
     def _engine_turn(self, lm: dspy.LM) -> contextlib.AbstractAsyncContextManager[Any]:
         """A turn on ``lm``'s engine: in-process models generate one call at a time, so calls queue here,
@@ -191,8 +245,18 @@ class Gateway:
         if self._consecutive_failures >= self.policy.failure_limit:
             raise ProviderError(
                 f"{self._consecutive_failures} consecutive attempts on {model} failed (last: {attempt.error}); "
-                "check the model name, API key and --api-base, then re-run the same command to resume"
+                f"{_refusal_fix(attempt) or 'check the model name, API key and --api-base, then '}"
+                "re-run the same command to resume"
             )
+
+
+def _refusal_fix(attempt: _Attempt) -> str:
+    """The fix when ``attempt`` was refused for its (explicitly chosen) response format, else ''."""
+    if attempt.dialect is None or attempt.exception is None or not refuses_response_format(attempt.exception):
+        return ""
+    others = ", ".join(d for d in ("auto", *DIALECTS) if d != attempt.dialect)
+    return (f"the server refused structured output as {attempt.dialect}: set model.structured_output (or "
+            f"--structured-output) to one of {others}, then ")
 
 
 def _usage(result: object) -> tuple[int, int]:

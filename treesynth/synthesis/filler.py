@@ -10,9 +10,10 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from treesynth.config import SynthesisConfig
+from treesynth.gate import SampleGate
 from treesynth.models import LeafWork, PathSpec, Task, normalize, stable_hash, stable_seed
 from treesynth.providers.gateway import Gateway
-from treesynth.store import RunStore
+from treesynth.store import Candidate, RunStore
 from treesynth.synthesis.allocate import LeafPlanner, call_budget
 from treesynth.synthesis.leaf import LeafSynthesizer
 
@@ -54,7 +55,9 @@ class LeafFiller:
 
     A worker first accepts stored candidates (so resumed runs reuse finished calls), then issues as many
     concurrent calls as the missing samples need (``ceil(missing / k)``), each keyed by
-    ``(leaf_id, call_index)`` with its own seed, and stops at its call budget.
+    ``(leaf_id, call_index)`` with its own seed, and stops at its call budget. Every candidate passes
+    the sample gate first; rejected ones are stored with their reason and never accepted, so the
+    missing samples are simply topped up by further calls.
     """
 
     def __init__(self, source: SampleSource, gateway: Gateway, store: RunStore, planner: LeafPlanner,
@@ -71,6 +74,7 @@ class LeafFiller:
         self.seed = seed
         self._on_progress = on_progress
         self._fields = tuple(task.fields.items())
+        self.gate = SampleGate(task=task.description, fields=tuple(task.fields))
 
     async def fill(self, leaf: Leaf) -> None:
         """Fill ``leaf`` until the plan is settled or the leaf is exhausted.
@@ -131,8 +135,15 @@ class LeafFiller:
         if pred is not None:
             path_json = [step.model_dump() for step in path]
             made = (self._candidate(work, i, item, path_json) for i, item in enumerate(pred.samples))
-            candidates = [c for c in made if c[0]]  # empty samples are never candidates
+            candidates = [self._judge(norm, sample, subspace) for norm, sample in made]
         self.store.save_leaf_call(leaf.leaf_id, call_index, candidates)
+
+    def _judge(self, norm: str, sample: dict[str, Any], subspace: list[str]) -> Candidate:
+        """The candidate with the gate's verdict; a rejected one also records the stage that made it."""
+        reason = self.gate.check(sample["fields"] if "fields" in sample else sample["text"], subspace)
+        if reason is None and not norm:  # nothing left after normalization (the gate rejects that anyway)
+            reason = "is empty"
+        return norm, sample if reason is None else {**sample, "stage": self.stage}, reason
 
     def _candidate(self, work: LeafWork, position: int, item: Any, path: list[dict[str, str]]
                    ) -> tuple[str, dict[str, Any]]:

@@ -20,7 +20,7 @@ class LeafSynthesizer(dspy.Module):
     async def aforward(self, task: str, subspace: list[str], avoid: list[str], count: int,
                        fields: tuple[tuple[str, str], ...] = (), **call: Any) -> dspy.Prediction:
         """Return ``Prediction(samples=[...])``: strings, or field dicts when ``fields`` are given."""
-        signature = shaped(self.synthesize.signature, "samples", sample_batch_type(count, fields))
+        signature = shaped(self.synthesize.signature, "batch", sample_batch_type(count, fields))
         pred = await self.synthesize.acall(signature=signature, task=task, subspace=subspace, avoid=avoid, **call)
-        items = [item.model_dump() if fields else str(item) for item in pred.samples.items]
+        items = [item.model_dump() if fields else str(item) for item in pred.batch.samples]
         return dspy.Prediction(samples=items)

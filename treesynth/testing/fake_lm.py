@@ -5,7 +5,7 @@ prompt, and makes up varied content seeded by the request, so the same request a
 answer while different seeds (rollouts) give different answers. Use it as model ``test/fake``.
 
 A little noise is deliberate, so that the pipeline's safety nets are exercised: about one criterion
-answer in twelve assigns a pivot twice (a bad split), and about one sample in ten repeats an earlier
+labelling in twelve gives every pivot the same value (a bad split), and about one sample in ten repeats an earlier
 sample of the same batch with different case and punctuation (a normalized duplicate). Routing answers
 are per sample (an option named in the sample's text, else one picked by the text's hash; about one in
 33 is "none fits"), so they do not depend on how samples are batched.
@@ -32,6 +32,7 @@ from typing import Any
 
 from treesynth.models import stable_seed
 
+_NUMBERED = re.compile(r"^\d+\. ")
 _SECTION = re.compile(r"\[\[ ## (\w+) ## \]\]\n(.*?)(?=\n\n\[\[ ## |\n\nRespond with|\Z)", re.S)
 
 # criterion -> (values, unbounded). Unbounded criteria grow infinite children.
@@ -75,10 +76,18 @@ def latency_seconds() -> float:
 
 
 def parse_inputs(prompt: str) -> dict[str, Any]:
-    """Extract ``[[ ## name ## ]]`` input sections of a DSPy prompt, JSON-decoding values where possible."""
+    """Extract ``[[ ## name ## ]]`` input sections of a DSPy prompt: numbered lines become lists, other values
+    are JSON-decoded where possible."""
     inputs: dict[str, Any] = {}
     for name, raw in _SECTION.findall(prompt):
         text = raw.strip()
+        if text == "(none)":
+            inputs[name] = []
+            continue
+        lines = text.split("\n")
+        if all(_NUMBERED.match(line) for line in lines):
+            inputs[name] = [_NUMBERED.sub("", line) for line in lines]
+            continue
         try:
             inputs[name] = json.loads(text)
         except json.JSONDecodeError:
@@ -122,12 +131,22 @@ def _shout(value: Any) -> Any:
     return str(value).upper().rstrip(".") + "!!"
 
 
+def _list_key(schema: dict[str, Any], root: dict[str, Any]) -> str | None:
+    """The one list property of a batch wrapper (``{"samples": [...]}``), if ``schema`` is one."""
+    properties = _resolve(schema, root).get("properties", {})
+    if len(properties) != 1:
+        return None
+    (key, value), = properties.items()
+    return key if _resolve(value, root).get("type") == "array" else None
+
+
 def _batch(rng: random.Random, schema: dict[str, Any], root: dict[str, Any], inputs: dict[str, Any],
            noisy: bool, unique: bool = False) -> dict[str, Any]:
-    items = _resolve(schema, root)["properties"]["items"]
+    key = _list_key(schema, root) or "samples"
+    items = _resolve(schema, root)["properties"][key]
     count = int(items.get("minItems", 3))
     anchor = [str(s) for s in inputs.get("subspace", [])]
-    return {"items": _items(rng, items["items"], root, count, anchor, noisy, unique)}
+    return {key: _items(rng, items["items"], root, count, anchor, noisy, unique)}
 
 
 def _reflect(inputs: dict[str, Any]) -> str:
@@ -139,22 +158,27 @@ def _reflect(inputs: dict[str, Any]) -> str:
     return current
 
 
-def _split(rng: random.Random, schema: dict[str, Any], root: dict[str, Any], inputs: dict[str, Any]
-           ) -> dict[str, Any]:
+def _proposal(rng: random.Random, schema: dict[str, Any], root: dict[str, Any], inputs: dict[str, Any]
+              ) -> dict[str, Any]:
     excluded = {str(c).casefold() for c in inputs.get("excluded_criteria", [])}
     options = [c for c in CRITERIA if c not in excluded] or ["variant"]
     criterion = rng.choice(options)
     vocab = CRITERIA.get(criterion, ([f"variant {i}" for i in range(8)], False))[0]
     pivots = list(inputs.get("pivots", [])) or ["x", "y"]
-    max_groups = int(_resolve(schema, root)["properties"]["groups"].get("maxItems", 4))
-    n_groups = max(2, min(len(pivots), max_groups, len(vocab), rng.randint(2, 4)))
-    values = rng.sample(vocab, n_groups)
-    groups: list[dict[str, Any]] = [{"value": v, "samples": []} for v in values]
-    for number in range(1, len(pivots) + 1):
-        groups[(number - 1) % n_groups]["samples"].append(number)
-    if rng.random() < 1 / 12:  # a bad split: one pivot in two groups
-        groups[-1]["samples"].append(1)
-    return {"criterion": criterion, "groups": groups}
+    max_values = int(_resolve(schema, root)["properties"]["values"].get("maxItems", 4))
+    n_values = max(2, min(len(pivots), max_values, len(vocab), rng.randint(2, 4)))
+    return {"criterion": criterion, "values": rng.sample(vocab, n_values)}
+
+
+def _labels(rng: random.Random, schema: dict[str, Any], root: dict[str, Any], inputs: dict[str, Any]
+            ) -> dict[str, Any]:
+    """Pivots labelled round-robin; about one answer in twelve gives every pivot the same value (a bad split)."""
+    item = _resolve(_resolve(schema, root)["properties"]["labels"]["items"], root)
+    values = [str(v) for v in item.get("enum", inputs.get("values", ["x"]))]
+    count = len(inputs.get("pivots", [])) or 2
+    if rng.random() < 1 / 12:
+        return {"labels": [values[0]] * count}
+    return {"labels": [values[i % len(values)] for i in range(count)]}
 
 
 def _coverage(rng: random.Random, schema: dict[str, Any], root: dict[str, Any], inputs: dict[str, Any]
@@ -198,16 +222,18 @@ def fake_answer(prompt: str, schema: dict[str, Any] | None, seed: int | None, *,
     root = schema
     answer: dict[str, Any] = {}
     for field, field_schema in schema["properties"].items():
-        if field == "split":
-            answer[field] = _split(rng, field_schema, root, inputs)
+        if field == "proposal":
+            answer[field] = _proposal(rng, field_schema, root, inputs)
+        elif field == "classification":
+            answer[field] = _labels(rng, field_schema, root, inputs)
         elif field == "coverage":
             answer[field] = _coverage(rng, field_schema, root, inputs)
         elif field == "assignments":
             answer[field] = _route(inputs)
         elif field == "new_instruction":
             answer[field] = _reflect(inputs)
-        elif "items" in _resolve(field_schema, root).get("properties", {}):  # pivots, samples, personas...
-            answer[field] = _batch(rng, field_schema, root, inputs, noisy=field == "samples",
+        elif _list_key(field_schema, root) is not None:  # examples (pivots), batch (samples), personas...
+            answer[field] = _batch(rng, field_schema, root, inputs, noisy=field == "batch",
                                    unique=asks_uniqueness(system))
         else:
             answer[field] = _sentence(rng, [])

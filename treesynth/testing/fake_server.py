@@ -13,6 +13,15 @@ arrival number, so a run with the same seed and the same request order sees the 
 * ``hang`` -- the answer is held back ``hang_seconds``, so clients must time out;
 * ``malformed`` -- HTTP 200 whose body is truncated, i.e. not valid JSON.
 
+Servers disagree on structured output. By default the server takes OpenAI's ``{"type": "json_schema",
+"json_schema": {...}}`` (vLLM, llama-server, ...). With ``response_format_dialect="json_object_schema"``
+(``--response-format-dialect json_object_schema``) it behaves like llama-cpp-python's server: a request
+with ``type: json_schema`` gets HTTP 500 naming ``response_format`` (llama-cpp-python's own message),
+``{"type": "json_object", "schema": {...}}`` is honoured, and bare ``json_object`` (or no
+``response_format``) gets the near-miss a real model gives without a schema: each output field named by
+the prompt holds a JSON *string* of a list (:func:`near_miss_answer`). :attr:`FakeServer.formats` counts
+requests by the kind of ``response_format`` received (:func:`format_kind`).
+
 Every response except a hang waits ``latency_ms`` plus a uniform jitter in ``[-jitter_ms, +jitter_ms]``
 (clamped at 0) with :func:`asyncio.sleep`, so the mean latency is ``latency_ms``.
 
@@ -28,7 +37,9 @@ or in-process, in a background thread::
 litellm does not know model ``openai/fake``, so unless it is told the model takes JSON schemas
 (``litellm.register_model({"openai/fake": {"litellm_provider": "openai", "mode": "chat",
 "supports_response_schema": True}})``) DSPy's JSONAdapter sends ``{"type": "json_object"}`` without a
-schema, and the fake model then answers ``{"answer": ...}`` instead of the signature's fields.
+schema, and the fake model then answers ``{"answer": ...}`` instead of the signature's fields. treesynth's
+own runs need no registration: their ``auto`` structured output sends ``json_schema`` to a model litellm
+does not know behind an ``api_base`` (:mod:`treesynth.providers.structured`).
 """
 
 from __future__ import annotations
@@ -40,6 +51,8 @@ import hashlib
 import json
 import logging
 import math
+import random
+import re
 import signal
 import threading
 import time
@@ -48,7 +61,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from http import HTTPStatus
 from types import TracebackType
-from typing import Any, NamedTuple, Self
+from typing import Any, Literal, NamedTuple, Self
 
 from treesynth.errors import ConfigError
 from treesynth.testing.fake_lm import fake_answer
@@ -60,6 +73,12 @@ MAX_BODY_BYTES = 32 * 1024 * 1024
 CHAT_PATHS = frozenset({"/v1/chat/completions", "/chat/completions"})
 MODEL_PATHS = frozenset({"/v1/models", "/models"})
 _JSON = "application/json"
+RESPONSE_FORMAT_DIALECTS = ("json_schema", "json_object_schema")
+"""The structured-output dialects the fake server can take (:attr:`FaultConfig.response_format_dialect`)."""
+LLAMA_CPP_REFUSAL = ("1 validation error:\n  {'type': 'literal_error', 'loc': ('body', 'response_format', 'type'), "
+                     "'msg': \"Input should be 'text' or 'json_object'\", 'input': 'json_schema', "
+                     "'ctx': {'expected': \"'text' or 'json_object'\"}}")
+"""llama-cpp-python's server's answer (HTTP 500, ``internal_server_error``) to ``type: json_schema``."""
 
 
 class Outcome(StrEnum):
@@ -93,6 +112,8 @@ class FaultConfig:
         hang_seconds: How long a hung request waits before it is answered.
         rate_malformed: Probability of an HTTP 200 whose body is not valid JSON.
         seed: Seed of the fault draws.
+        response_format_dialect: The structured-output dialect the server takes: ``json_schema`` (OpenAI's,
+            the default) or ``json_object_schema`` (llama-cpp-python's; see the module docstring).
     """
 
     latency_ms: float = 0.0
@@ -104,9 +125,13 @@ class FaultConfig:
     hang_seconds: float = 30.0
     rate_malformed: float = 0.0
     seed: int = 0
+    response_format_dialect: Literal["json_schema", "json_object_schema"] = "json_schema"
 
     def __post_init__(self) -> None:
-        """Reject negative durations and rates outside ``[0, 1]`` or summing above 1."""
+        """Reject negative durations, rates outside ``[0, 1]`` or summing above 1, and unknown dialects."""
+        if self.response_format_dialect not in RESPONSE_FORMAT_DIALECTS:
+            raise ConfigError(f"fake server: response_format_dialect must be one of "
+                              f"{', '.join(RESPONSE_FORMAT_DIALECTS)}, got {self.response_format_dialect!r}")
         for name in ("latency_ms", "jitter_ms", "retry_after", "hang_seconds"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
@@ -160,17 +185,28 @@ def decide(config: FaultConfig, index: int) -> Decision:
 
 
 class ServerStats:
-    """Thread-safe counts of chat-completion requests by :class:`Outcome`."""
+    """Thread-safe counts of chat-completion requests by :class:`Outcome` and by response-format kind."""
 
     def __init__(self) -> None:
         """Start with every outcome at zero."""
         self._lock = threading.Lock()
         self._counts = dict.fromkeys((o.value for o in Outcome), 0)
+        self._formats: dict[str, int] = {}
 
     def record(self, outcome: Outcome) -> None:
         """Count one request."""
         with self._lock:
             self._counts[outcome.value] += 1
+
+    def record_format(self, kind: str) -> None:
+        """Count one well-formed chat request by the kind of its ``response_format`` (:func:`format_kind`)."""
+        with self._lock:
+            self._formats[kind] = self._formats.get(kind, 0) + 1
+
+    def formats(self) -> dict[str, int]:
+        """A copy of the counts by response-format kind (only kinds seen)."""
+        with self._lock:
+            return dict(self._formats)
 
     def snapshot(self) -> dict[str, int]:
         """A copy of the counts, keyed by outcome value (``ok``, ``429``, ``500``, ``hang``, ...)."""
@@ -227,6 +263,9 @@ class ChatCall(NamedTuple):
     schema: dict[str, Any] | None
     seed: int | None
     chars: int
+    system: str = ""
+    response_format: Any = None
+    """The request's ``response_format``, as sent."""
 
 
 def _error_body(message: str, kind: str, code: str | None) -> bytes:
@@ -252,6 +291,40 @@ def _schema_of(response_format: Any) -> dict[str, Any] | None:
     return schema
 
 
+def format_kind(response_format: Any) -> str:
+    """The dialect of a request's ``response_format``: ``json_schema``, ``json_object_schema`` (JSON mode with a
+    ``schema``), ``json_object``, ``none`` (absent) or ``other``."""
+    if response_format is None:
+        return "none"
+    if not isinstance(response_format, dict):
+        return "other"
+    kind = response_format.get("type")
+    if kind == "json_object":
+        return "json_object_schema" if isinstance(response_format.get("schema"), dict) else "json_object"
+    return "json_schema" if kind == "json_schema" else "other"
+
+
+_OUTPUT_KEYS = re.compile(r"Respond with[^\n]*")
+_COUNT = re.compile(r"exactly (\d+)|\"minItems\":\s*(\d+)")
+
+
+def near_miss_answer(call: ChatCall) -> str:
+    """What a real model tends to answer a prompt without a schema: every output field named in the prompt's
+    closing ``Respond with ...`` line holds a JSON *string* of a list of samples (as many as the system text
+    asks for ``exactly``, else 3), e.g. ``{"pivots": "[\\"A student ...\\", ...]"}``."""
+    closing = _OUTPUT_KEYS.findall(call.prompt)
+    keys = re.findall(r"`(\w+)`", closing[-1]) if closing else []
+    counted = _COUNT.search(call.system)
+    count = int(next(g for g in counted.groups() if g)) if counted else 3
+    rng = random.Random(f"{call.prompt}|{call.seed}")
+    words = ("apple", "train", "river", "coin", "garden", "ticket", "bakery", "rocket", "meadow", "harbor")
+
+    def sample() -> str:
+        return " ".join(rng.choice(words) for _ in range(8)).capitalize() + f" #{rng.randrange(10**6)}."
+
+    return json.dumps({key: json.dumps([sample() for _ in range(count)]) for key in keys or ["answer"]})
+
+
 def parse_chat_call(body: bytes) -> ChatCall:
     """Validate an OpenAI chat-completions body and extract what the fake model needs."""
     try:
@@ -270,9 +343,11 @@ def parse_chat_call(body: bytes) -> ChatCall:
         raise _ClientError("'seed' must be an integer")
     texts = [(str(m.get("role", "")), _text_of(m.get("content"))) for m in messages]
     prompt = "\n".join(text for role, text in texts if role not in ("system", "developer"))
+    system = "\n".join(text for role, text in texts if role in ("system", "developer"))
     chars = sum(len(text) for _, text in texts)
-    return ChatCall(str(payload.get("model") or "fake"), prompt, _schema_of(payload.get("response_format")),
-                     seed, chars)
+    response_format = payload.get("response_format")
+    return ChatCall(str(payload.get("model") or "fake"), prompt, _schema_of(response_format), seed, chars, system,
+                    response_format)
 
 
 def completion_body(call: ChatCall, content: str, index: int) -> bytes:
@@ -507,6 +582,12 @@ class AsyncFakeServer:
         except _ClientError as exc:
             self.stats.record(Outcome.INVALID)
             return _Reply(400, _error_body(str(exc), "invalid_request_error", None))
+        kind = format_kind(call.response_format)
+        self.stats.record_format(kind)
+        llama_cpp = self.config.response_format_dialect == "json_object_schema"
+        if llama_cpp and kind == "json_schema":  # refused before any fault is drawn, as validation is
+            self.stats.record(Outcome.SERVER_ERROR)
+            return _Reply(500, _error_body(LLAMA_CPP_REFUSAL, "internal_server_error", None))
         index = self._next_index
         self._next_index += 1
         outcome, delay = decide(self.config, index)
@@ -520,7 +601,12 @@ class AsyncFakeServer:
             self.stats.record(outcome)
             return _Reply(500, _error_body("The server had an error (fake).", "server_error", None), delay)
         try:
-            content = fake_answer(call.prompt, call.schema, call.seed)
+            if not llama_cpp:
+                content = fake_answer(call.prompt, call.schema, call.seed)
+            elif kind == "json_object_schema":  # llama-cpp-python turns the schema into a grammar
+                content = fake_answer(call.prompt, call.response_format["schema"], call.seed)
+            else:
+                content = near_miss_answer(call)
         except Exception as exc:
             logger.exception("the fake model failed on request %d", index)
             self.stats.record(Outcome.ERROR)
@@ -569,6 +655,12 @@ class FakeServer:
         """Chat-completion requests by outcome: ``ok``, ``429``, ``500``, ``hang``, ``malformed`` (and
         ``invalid`` for HTTP 400s, ``error`` for fake-model failures)."""
         return self.server.stats.snapshot()
+
+    @property
+    def formats(self) -> dict[str, int]:
+        """Well-formed chat-completion requests by response-format kind (:func:`format_kind`): ``json_schema``,
+        ``json_object_schema``, ``json_object``, ``none``, ``other``; only kinds seen."""
+        return self.server.stats.formats()
 
     @property
     def requests_total(self) -> int:
@@ -644,6 +736,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--rate-malformed", type=float, default=defaults.rate_malformed,
                         help="probability of an HTTP 200 whose body is not valid JSON")
     parser.add_argument("--seed", type=int, default=defaults.seed, help="seed of the fault draws")
+    parser.add_argument("--response-format-dialect", choices=RESPONSE_FORMAT_DIALECTS,
+                        default=defaults.response_format_dialect,
+                        help="structured output the server takes: json_schema (OpenAI's; default) or "
+                             "json_object_schema (llama-cpp-python's: json_schema gets HTTP 500)")
     parser.add_argument("--log-interval", type=float, default=10.0, help="seconds between request-count logs")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return parser
@@ -653,7 +749,8 @@ def config_from_args(args: argparse.Namespace) -> FaultConfig:
     """The :class:`FaultConfig` described by parsed command-line ``args``."""
     return FaultConfig(latency_ms=args.latency_ms, jitter_ms=args.jitter_ms, rate_429=args.rate_429,
                        retry_after=args.retry_after, rate_500=args.rate_500, rate_hang=args.rate_hang,
-                       hang_seconds=args.hang_seconds, rate_malformed=args.rate_malformed, seed=args.seed)
+                       hang_seconds=args.hang_seconds, rate_malformed=args.rate_malformed, seed=args.seed,
+                       response_format_dialect=args.response_format_dialect)
 
 
 async def serve(config: FaultConfig, *, host: str = "127.0.0.1", port: int = 0, log_interval: float = 10.0,

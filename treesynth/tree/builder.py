@@ -9,11 +9,13 @@ calling the LLM again.
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from treesynth.config import TreeConfig
+from treesynth.gate import SampleGate
 from treesynth.models import Node, PathSpec, Task, stable_hash, stable_seed
 from treesynth.providers.gateway import Gateway
 from treesynth.store import RunStore
@@ -22,6 +24,9 @@ from treesynth.tree.modules import CriterionDeterminer, PivotGenerator, Subspace
 
 COVERAGE_ROUNDS = 3
 """Most coverage calls per node (extra rounds only refill an infinite node's value pool)."""
+MIN_PIVOTS = 2
+"""Fewest generated pivots that must pass the sample gate (fewer when fewer were asked for); else the
+node stays a leaf."""
 
 
 @dataclass(frozen=True)
@@ -80,6 +85,9 @@ class TreeBuilder:
         self.config = config
         self.seed = seed
         self.root = Node(id="root", depth=0)
+        self.gate = SampleGate(task=task.description, fields=tuple(task.fields))
+        self._gated: dict[str, tuple[list[dict[str, str]], str | None]] = {}
+        """Per node being expanded: the pivots the gate rejected, and why the node cannot split on them."""
 
     async def build(self, *, on_pending: PendingCallback, on_leaf: LeafCallback,
                     on_expanded: ExpandedCallback) -> Node:
@@ -99,7 +107,7 @@ class TreeBuilder:
         async def expand() -> None:
             outcome = self.store.get_node(node.id)
             if outcome is None:
-                outcome = await self._decide(node, path)
+                outcome = self._with_gate(node.id, await self._decide(node, path))
                 self.store.put_node(node.id, outcome)
             self._apply(node, outcome)
             if node.is_leaf:
@@ -159,14 +167,47 @@ class TreeBuilder:
         return [f"{step.criterion}: {step.value}" for step in drawn]
 
     async def generate_pivots(self, node: Node, subspace: list[str], count: int | None = None) -> list[str] | None:
-        """``count`` (default: the configured number) LLM-generated pivots for ``node``."""
+        """``count`` (default: the configured number) LLM-generated pivots for ``node`` that pass the sample gate.
+
+        ``None`` when the answer did not parse or fewer than :data:`MIN_PIVOTS` pivots pass; the rejected
+        ones are kept in the node's stored outcome under ``rejected_pivots``.
+        """
+        wanted = count or self.config.pivots
+
         async def run(lm: Any, config: dict[str, Any]) -> Any:
             return await self.modules.pivots.acall(task=self.task.description, subspace=subspace,
-                                                   count=count or self.config.pivots, lm=lm, config=config)
+                                                   count=wanted, lm=lm, config=config)
 
         pred = await self.gateway.call("pivots", stage="pivots", node_id=node.id,
                                        seed=stable_seed(self.seed, node.id, "pivots"), fn=run, required=True)
-        return None if pred is None else list(pred.pivots)
+        if pred is None:
+            return None
+        pivots = list(pred.pivots)
+        kept: list[str] = []
+        rejected: list[dict[str, str]] = []
+        for pivot in pivots:
+            reason = self.gate.check(str(pivot), subspace)
+            if reason is None:
+                kept.append(pivot)
+            else:
+                rejected.append({"text": str(pivot), "reason": reason})
+        failure = None
+        if len(kept) < min(MIN_PIVOTS, wanted):
+            why = ", ".join(f"{reason} ({n})" for reason, n in Counter(r["reason"] for r in rejected).most_common())
+            failure = f"pivots failed the sample gate: {len(kept)} of {len(pivots)} passed; rejected: {why or 'none'}"
+        if rejected:
+            self._gated[node.id] = (rejected, failure)
+        return None if failure is not None else kept
+
+    def _with_gate(self, node_id: str, outcome: dict[str, Any]) -> dict[str, Any]:
+        """``outcome`` with the node's gate-rejected pivots, and the gate's reason if it left the node a leaf."""
+        rejected, failure = self._gated.pop(node_id, ([], None))
+        if not rejected:
+            return outcome
+        outcome = {**outcome, "rejected_pivots": rejected}
+        if failure is not None and "pivots" not in outcome and outcome.get("leaf_reason"):
+            outcome["leaf_reason"] = failure
+        return outcome
 
     async def _split(self, node: Node, subspace: list[str], pivots: list[str], ancestors: list[str]
                      ) -> tuple[tuple[str, list[str]] | None, int, str]:
@@ -183,32 +224,39 @@ class TreeBuilder:
             if pred is None:
                 last = "unparseable answer"
                 continue
-            problems = split_problems(pred.split, pivot_count=len(pivots), ancestors=ancestors)
+            problems = split_problems(pred.split, pivot_count=len(pivots), ancestors=ancestors,
+                                      task=self.task.description)
             if not problems:
-                values = merge_values([], [g.value for g in pred.split.groups])
+                values = merge_values([], [g.value for g in pred.split.groups], task=self.task.description)
                 return (pred.split.criterion.strip(), values), attempt + 1, ""
             last = "; ".join(problems)
         return None, self.config.split_attempts, last
 
     async def _cover(self, node: Node, subspace: list[str], criterion: str, values: list[str]
                      ) -> tuple[list[str], bool]:
+        """Complete the value list. The first round may add up to one value more than the width allows, so the
+        model can show the criterion exceeds it (an infinite child) without being invited to list dozens;
+        later rounds only refill an infinite node's value pool."""
         unbounded = False
         for round_index in range(COVERAGE_ROUNDS):
+            infinite = unbounded or len(values) > self.config.width
+            room = (self.config.pool_size if infinite else self.config.width + 1) - len(values)
+            if room <= 0 or (round_index > 0 and not infinite):
+                break
             known = values
 
-            async def run(lm: Any, config: dict[str, Any], known: list[str] = known) -> Any:
+            async def run(lm: Any, config: dict[str, Any], known: list[str] = known, room: int = room) -> Any:
                 return await self.modules.coverage.acall(
                     task=self.task.description, subspace=subspace, criterion=criterion, known_values=known,
-                    max_new=self.config.pool_size, lm=lm, config=config)
+                    max_new=room, lm=lm, config=config)
 
             pred = await self.gateway.call("coverage", stage="coverage", node_id=node.id,
                                            seed=stable_seed(self.seed, node.id, "coverage", round_index), fn=run,
                                            required=True)
             if pred is None:
                 break
-            values = merge_values(values, pred.coverage.new_values)
+            values = merge_values(values, pred.coverage.new_values, task=self.task.description)
             unbounded = unbounded or pred.coverage.unbounded
-            infinite = unbounded or len(values) > self.config.width
-            if not infinite or len(values) >= self.config.pool_size or len(values) == len(known):
+            if len(values) == len(known):
                 break
         return values, unbounded
