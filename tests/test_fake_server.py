@@ -29,9 +29,9 @@ USER = "[[ ## task ## ]]\nmath word problems\n\n[[ ## subspace ## ]]\n[\"difficu
 MESSAGES = [{"role": "system", "content": "You write datasets."}, {"role": "user", "content": USER}]
 BATCH_SCHEMA = {
     "type": "object",
-    "properties": {"pivots": {"type": "object", "required": ["items"], "properties": {
-        "items": {"type": "array", "items": {"type": "string"}, "minItems": 2, "maxItems": 2}}}},
-    "required": ["pivots"],
+    "properties": {"examples": {"type": "object", "required": ["samples"], "properties": {
+        "samples": {"type": "array", "items": {"type": "string"}, "minItems": 2, "maxItems": 2}}}},
+    "required": ["examples"],
 }
 JSON_SCHEMA_FORMAT = {"type": "json_schema", "json_schema": {"name": "Out", "strict": True, "schema": BATCH_SCHEMA}}
 CHAT_BODY = {"model": "fake", "messages": MESSAGES, "response_format": JSON_SCHEMA_FORMAT, "seed": 3}
@@ -82,7 +82,7 @@ async def test_litellm_gets_a_schema_valid_answer(server: FakeServer) -> None:
     response = await complete(server, response_format=JSON_SCHEMA_FORMAT, seed=1)
     choice = response.choices[0]
     assert choice.finish_reason == "stop"
-    items = json.loads(choice.message.content)["pivots"]["items"]
+    items = json.loads(choice.message.content)["examples"]["samples"]
     assert len(items) == 2 and all(isinstance(item, str) and item for item in items)
     assert response.usage.prompt_tokens == len(USER + "You write datasets.") // 4
     assert response.usage.total_tokens == response.usage.prompt_tokens + response.usage.completion_tokens
@@ -96,14 +96,14 @@ async def test_litellm_gets_a_schema_valid_answer(server: FakeServer) -> None:
 @pytest.mark.usefixtures("schema_capable_model")
 def test_dspy_predict_returns_a_typed_output(server: FakeServer) -> None:
     batch = sample_batch_type(3)
-    signature = GeneratePivots.with_updated_fields("pivots", type_=batch)
+    signature = GeneratePivots.with_updated_fields("examples", type_=batch)
     lm = dspy.LM("openai/fake", api_base=server.base_url, api_key="x", engine="litellm", cache=False,
                  num_retries=0, timeout=5.0)
     with dspy.context(adapter=dspy.JSONAdapter()):
         out = dspy.Predict(signature)(task="math word problems", subspace=["difficulty: easy"], lm=lm)
-    assert isinstance(out.pivots, batch)
-    # exactly three items, anchored in the subspace: the server received and honoured the JSON schema
-    assert len(out.pivots.items) == 3 and all("difficulty: easy" in item for item in out.pivots.items)
+    assert isinstance(out.examples, batch)
+    # exactly three samples, anchored in the subspace: the server received and honoured the JSON schema
+    assert len(out.examples.samples) == 3 and all("difficulty: easy" in item for item in out.examples.samples)
     assert server.counts["ok"] == 1
 
 
@@ -212,7 +212,7 @@ def test_cli_prints_the_listening_line_and_serves() -> None:
         base_url = line.removeprefix("listening on ")
         answer = httpx.post(f"{base_url}/chat/completions", json=CHAT_BODY, timeout=5.0)
         assert answer.status_code == 200
-        assert len(json.loads(answer.json()["choices"][0]["message"]["content"])["pivots"]["items"]) == 2
+        assert len(json.loads(answer.json()["choices"][0]["message"]["content"])["examples"]["samples"]) == 2
     finally:
         proc.terminate()
         _, stderr = proc.communicate(timeout=10)

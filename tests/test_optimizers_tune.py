@@ -22,7 +22,8 @@ from treesynth.optimizers.search_space import SearchSpace
 from treesynth.optimizers.tune import TrialObjective, TuneOptions, open_study, recover_stale, tune
 
 TASK = Task(description="GSM8K-style grade-school math word problems")
-BASE = RunConfig().with_overrides({"model.model": "test/fake", "synthesis.samples": 24})
+# seed 4: the fake model splits the root on a finite criterion, so depth and width shape the tree
+BASE = RunConfig().with_overrides({"model.model": "test/fake", "synthesis.samples": 24, "seed": 4})
 SHAPE = {"pivots": 4, "samples_per_call": 4, "leaf_temperature": 1.0, "pivots_temperature": 1.0}
 
 

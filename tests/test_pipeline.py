@@ -43,7 +43,7 @@ def test_infinite_children_draw_concrete_values_per_call(tmp_path: Path, fake_co
 def test_leaf_calls_get_distinct_seeds_and_duplicates_are_removed(tmp_path: Path, fake_config: Any) -> None:
     engine = ScriptedEngine()
     result = TreeSynth(fake_config(), lms=scripted_lms(engine)).run("trivia questions", tmp_path / "r")
-    leaf_seeds = [seed for field, seed in engine.seen if field == "samples"]
+    leaf_seeds = [seed for field, seed in engine.seen if field == "batch"]
     assert len(leaf_seeds) == len(set(leaf_seeds)) > 1
     assert result.summary["counts"]["duplicates_removed"] > 0  # the fake emits normalized duplicates
     texts = [normalize(s.text or "") for s in result.samples()]
@@ -53,9 +53,9 @@ def test_leaf_calls_get_distinct_seeds_and_duplicates_are_removed(tmp_path: Path
 def test_collapsed_model_ends_partial_with_shortfall_report(tmp_path: Path, fake_config: Any) -> None:
     def same_samples(prompt: str, schema: dict[str, Any] | None, seed: int | None) -> str:
         answer = json.loads(fake_answer(prompt, schema, seed))
-        if "samples" in answer:
-            answer["samples"]["items"] = [f"the very same sample, number {i}"  # real words: passes the gate
-                                          for i in range(len(answer["samples"]["items"]))]
+        if "batch" in answer:
+            answer["batch"]["samples"] = [f"the very same sample, number {i}"  # real words: passes the gate
+                                          for i in range(len(answer["batch"]["samples"]))]
         return json.dumps(answer)
 
     cfg = fake_config(**{"synthesis.samples": 30})
@@ -92,19 +92,25 @@ def test_predefined_first_split_skips_root_llm_split(tmp_path: Path, fake_config
 
 
 def test_bad_split_is_retried_then_node_becomes_leaf_with_reason(tmp_path: Path, fake_config: Any) -> None:
-    def overlapping(prompt: str, schema: dict[str, Any] | None, seed: int | None) -> str:
+    # labels are one allowed value per pivot (an enum), so a pivot can no longer take two values; the bad
+    # split a labelling can still make is giving every pivot the same value (no separation)
+    def inseparable(prompt: str, schema: dict[str, Any] | None, seed: int | None) -> str:
         answer = json.loads(fake_answer(prompt, schema, seed))
-        if "split" in answer:
-            answer["split"]["groups"][0]["samples"].append(answer["split"]["groups"][1]["samples"][0])
+        if "classification" in answer:
+            labels = answer["classification"]["labels"]
+            answer["classification"]["labels"] = [labels[0]] * len(labels)
         return json.dumps(answer)
 
-    engine = ScriptedEngine(overlapping)
+    engine = ScriptedEngine(inseparable)
     result = TreeSynth(fake_config(**{"tree.split_attempts": 2}), lms=scripted_lms(engine)).run("haiku",
                                                                                               tmp_path / "r")
     root = result.tree.root
     assert root.is_leaf and root.leaf_reason is not None
-    assert "no valid split after 2 attempts" in root.leaf_reason and "more than one value" in root.leaf_reason
-    assert sum(1 for field, _ in engine.seen if field == "split") == 2
+    assert "no valid split after 2 attempts" in root.leaf_reason
+    assert "every pivot took the same value" in root.leaf_reason
+    # each attempt is one proposal call and one labelling call
+    assert sum(1 for field, _ in engine.seen if field == "proposal") == 2
+    assert sum(1 for field, _ in engine.seen if field == "classification") == 2
     assert result.summary["counts"]["samples"] == 40
 
 
@@ -143,7 +149,7 @@ def test_unexpected_error_writes_failed_run_json_and_resume_completes(tmp_path: 
 
 
 class StartOrder(AsyncFakeEngine):
-    """Records the output field of every call as it starts; the first pivots call is slow."""
+    """Records the output field of every call as it starts; the first pivots (``examples``) call is slow."""
 
     def __init__(self, sync: ScriptedEngine) -> None:
         super().__init__(sync)
@@ -153,7 +159,7 @@ class StartOrder(AsyncFakeEngine):
         schema = (request.config.response_format or {}).get("schema") or {}
         field = next(iter(schema.get("properties", {"?": 0})))
         self.started.append(field)
-        await asyncio.sleep(0.5 if field == "pivots" and self.started.count("pivots") == 1 else 0.005)
+        await asyncio.sleep(0.5 if field == "examples" and self.started.count("examples") == 1 else 0.005)
         return self.sync._respond(request)
 
 
@@ -164,15 +170,18 @@ def test_no_level_barrier_leaf_synthesis_starts_while_the_tree_grows(tmp_path: P
     # a predefined first split: three depth-1 branches expand with the LLM, one of them held back
     task = Task(description="riddles", first_split=FirstSplit(criterion="theme", values=["animals", "food", "sea"]))
     result = TreeSynth(fake_config(), lms=dict.fromkeys(ROLES, lm)).run(task, tmp_path / "r")
-    assert result.status == "complete" and set(order.started) >= {"pivots", "split", "coverage", "samples"}
-    last_tree_call = max(i for i, field in enumerate(order.started) if field in ("split", "coverage"))
-    first_leaf_call = order.started.index("samples")
+    assert result.status == "complete" and set(order.started) >= {"examples", "proposal", "classification",
+                                                                  "coverage", "batch"}
+    last_tree_call = max(i for i, field in enumerate(order.started)
+                         if field in ("proposal", "classification", "coverage"))
+    first_leaf_call = order.started.index("batch")
     assert first_leaf_call < last_tree_call, "leaf synthesis waited for the whole tree (a level barrier)"
 
 
 def test_program_exposes_every_predictor_once() -> None:
     names = [name for name, _ in TreeSynthProgram().named_predictors()]
-    assert names == ["pivots.generate", "criterion.determine", "coverage.cover", "leaf.synthesize"]
+    assert names == ["pivots.generate", "criterion.determine", "criterion.classify", "coverage.cover",
+                     "leaf.synthesize"]
 
 
 def test_compiled_instruction_reaches_the_prompt(tmp_path: Path, fake_config: Any) -> None:

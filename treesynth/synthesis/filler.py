@@ -79,9 +79,10 @@ class LeafFiller:
     async def fill(self, leaf: Leaf) -> None:
         """Fill ``leaf`` until the plan is settled or the leaf is exhausted.
 
-        Calls are refilled continuously: whenever one finishes, its samples are accepted and new calls
-        are started for what is still missing (counting the calls in flight), so a leaf never waits on a
-        batch of calls to finish together.
+        Calls go out in rounds: as many concurrent calls as the missing samples need, all shown the same
+        ``avoid`` samples. A round's candidates are accepted together, in call order, once its last call is
+        back, so which samples a leaf keeps never depends on which call happened to finish first (the same
+        seed gives the same dataset, and a resumed run the same dataset as an uninterrupted one).
         """
         done = self.store.leaf_call_indexes(leaf.leaf_id)
         free_indexes = (i for i in itertools.count() if i not in done)
@@ -89,29 +90,29 @@ class LeafFiller:
         in_flight: set[asyncio.Task[None]] = set()
         try:
             while True:
+                if in_flight:
+                    finished, in_flight = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
+                    for task in finished:
+                        task.result()  # re-raise provider errors (they stop the run)
+                    if in_flight:
+                        continue
                 target = self.planner.quota(leaf.leaf_id)
                 have = self.store.accept(leaf.leaf_id, target)
                 await self.planner.report(leaf.leaf_id, have)
                 self._on_progress()
-                if have >= target and not in_flight:
+                if have >= target:
                     if await self.planner.wait_for_work(leaf.leaf_id, have):
                         continue
                     return
                 budget = call_budget(target, self.config.samples_per_call, self.config.call_budget_factor)
-                missing = target - have - len(in_flight) * self.config.samples_per_call
-                if missing > 0 and calls_made < budget:
-                    avoid = [self._content(s)
-                             for s in self.store.recent_samples(leaf.leaf_id, self.config.avoid_examples)]
-                    for _ in range(min(math.ceil(missing / self.config.samples_per_call), budget - calls_made)):
-                        in_flight.add(asyncio.ensure_future(self._call(leaf, next(free_indexes), avoid)))
-                        calls_made += 1
-                if not in_flight:  # still short, and the budget is spent
+                if calls_made >= budget:  # still short, and the budget is spent
                     self.store.mark_exhausted(leaf.leaf_id, have)
                     await self.planner.exhaust(leaf.leaf_id, have)
                     return
-                finished, in_flight = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
-                for task in finished:
-                    task.result()  # re-raise provider errors (they stop the run)
+                avoid = [self._content(s) for s in self.store.recent_samples(leaf.leaf_id, self.config.avoid_examples)]
+                for _ in range(min(math.ceil((target - have) / self.config.samples_per_call), budget - calls_made)):
+                    in_flight.add(asyncio.ensure_future(self._call(leaf, next(free_indexes), avoid)))
+                    calls_made += 1
         finally:
             for task in in_flight:
                 task.cancel()
