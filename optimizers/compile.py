@@ -26,13 +26,14 @@ import dspy
 from dspy.utils.callback import BaseCallback
 from dspy.utils.exceptions import AdapterParseError
 
+from treesynth.aio import run_sync
 from treesynth.config import Role, RunConfig
 from treesynth.errors import ConfigError
 from treesynth.models import Task
 from treesynth.optimizers.examples import GrownTree, Splits, agrow, node_examples, split_examples
 from treesynth.optimizers.objectives import NodeObjective, TextEmbedding, make_objective
 from treesynth.optimizers.program_io import instructions
-from treesynth.optimizers.stages import COMPILABLE, CallTally, NodeStage, StageRuntime, copy_compiled, run_sync
+from treesynth.optimizers.stages import COMPILABLE, CallTally, NodeStage, StageRuntime, copy_compiled
 from treesynth.program import TreeSynthProgram
 from treesynth.providers import RetryPolicy, StructuredOutputs, make_role_lms
 from treesynth.providers.context import lm_context
@@ -170,11 +171,12 @@ class _Session:
     counter: LMCallCounter
 
 
-def measure(stage: dspy.Module, examples: Sequence[dspy.Example], objective: NodeObjective, *,
-            concurrency: int = 2) -> float:
+def measure(stage: dspy.Module, examples: Sequence[dspy.Example], objective: NodeObjective, runtime: StageRuntime,
+            *, concurrency: int = 2) -> float:
     """Mean objective score of a :class:`NodeStage` (or a compiled copy) over ``examples``.
 
-    Calls run concurrently (at most ``concurrency`` at once); failed or unparseable answers score 0.
+    Calls run concurrently on ``runtime``'s loop and gateway (at most ``concurrency`` at once); failed or
+    unparseable answers score 0. Raises the :class:`~treesynth.errors.ProviderError` that stopped the gateway.
     """
     import asyncio
 
@@ -188,9 +190,14 @@ def measure(stage: dspy.Module, examples: Sequence[dspy.Example], objective: Nod
 
     async def run() -> list[float]:
         slots = asyncio.Semaphore(concurrency)
-        return list(await asyncio.gather(*(one(example, slots) for example in examples)))
+        try:
+            async with asyncio.TaskGroup() as calls:  # one stopped call cancels the rest
+                tasks = [calls.create_task(one(example, slots)) for example in examples]
+        except ExceptionGroup as group:
+            raise group.exceptions[0] from None
+        return [task.result() for task in tasks]
 
-    scores = run_sync(run)
+    scores = runtime.run(run())
     return sum(scores) / len(scores) if scores else 0.0
 
 
@@ -259,16 +266,18 @@ def _compile_module(module: Role, examples: list[dspy.Example], session: _Sessio
     started, calls_before = time.perf_counter(), session.counter.calls
     stage = NodeStage(session.program, module, session.runtime)
     objective = make_objective(module, session.embedding)
+    runtime = session.runtime
     with dspy.context(lm=session.lms[module]):
-        report.before = measure(stage, splits.test, objective, concurrency=options.threads)
-        val_before = measure(stage, splits.val, objective, concurrency=options.threads)
+        report.before = measure(stage, splits.test, objective, runtime, concurrency=options.threads)
+        val_before = measure(stage, splits.val, objective, runtime, concurrency=options.threads)
         compiled = _RUNNERS[options.optimizer](stage, splits, objective, session,
                                                options.budget or _default_budget(options, splits))
-        val_after = measure(compiled, splits.val, objective, concurrency=options.threads)
+        runtime.raise_if_stopped()  # optimizers score a failed call low and go on; a stopped gateway ends here
+        val_after = measure(compiled, splits.val, objective, runtime, concurrency=options.threads)
         report.kept = val_after > val_before + options.min_improvement
         if report.kept:
             report.changed = copy_compiled(compiled, session.program)
-        report.after = measure(stage, splits.test, objective, concurrency=options.threads)
+        report.after = measure(stage, splits.test, objective, runtime, concurrency=options.threads)
     report.instruction = next(iter(instructions(stage.module).values()))
     report.calls = session.counter.calls - calls_before
     report.seconds = time.perf_counter() - started
@@ -304,11 +313,12 @@ def compile_program(tasks: Sequence[Task], config: RunConfig, work: Path, option
     lms = lms or make_role_lms(config.model)
     model = config.model
     structured = StructuredOutputs.from_config(model)  # the dialect per model, for every measuring call
-    session = _Session(program, StageRuntime(lms, RetryPolicy(model.attempts, model.timeout, model.failure_limit),
-                                             CallTally(), structured),
-                       lms, reflection_lm or lms["leaf"], TextEmbedding(options.embedder), options, LMCallCounter())
+    runtime = StageRuntime(lms, RetryPolicy(model.attempts, model.timeout, model.failure_limit), CallTally(),
+                           structured, concurrency=max(1, options.threads))
+    session = _Session(program, runtime, lms, reflection_lm or lms["leaf"], TextEmbedding(options.embedder), options,
+                       LMCallCounter())
     report = CompileReport(options.optimizer, [t.description for t in tasks], str(lms["leaf"].model))
-    with lm_context(structured, callbacks=[session.counter], disable_history=False):  # MIPROv2 reads history
+    with lm_context(structured, callbacks=[session.counter], disable_history=False), runtime:  # MIPROv2 reads history
         grown = run_sync(lambda: agrow(tasks, config, work, lms=lms, program=program.deepcopy()))
         report.grow = _grow_summary(grown, time.perf_counter() - started)
         sets = node_examples(grown, draws=options.draws)

@@ -2,24 +2,24 @@
 
 DSPy optimizers call ``module(**example.inputs())`` from worker threads. A :class:`NodeStage` holds the
 program's *own* module object (so its predictor is found under the same name, e.g. ``leaf.synthesize``,
-and compiled instructions can be copied back onto the program by name), runs the module's ``aforward``
-through a fresh :class:`~treesynth.providers.Gateway` (retries, timeouts, per-call seed and temperature,
-one ledger record per call) and exposes a sync ``forward`` that runs that coroutine to completion.
+and compiled instructions can be copied back onto the program by name) and runs the module's ``aforward``
+through the compile's **one** :class:`~treesynth.providers.Gateway` (retries, timeouts, per-call seed and
+temperature, one ledger record per call, and a circuit breaker that sees every call). Its sync ``forward``
+hands the coroutine to the runtime's :class:`~treesynth.aio.LoopThread`, where that gateway lives.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextvars
 import threading
-from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 import dspy
 
+from treesynth.aio import LoopThread
 from treesynth.config import Role
+from treesynth.errors import ProviderError
 from treesynth.program import TreeSynthProgram
 from treesynth.providers import CallRecord, Gateway, RetryPolicy, StructuredOutputs
 
@@ -27,24 +27,6 @@ T = TypeVar("T")
 
 COMPILABLE: tuple[Role, ...] = ("criterion", "coverage", "leaf")
 """Modules with a per-node objective; each is a :class:`TreeSynthProgram` attribute of the same name."""
-
-
-def run_sync(make: Callable[[], Awaitable[T]]) -> T:
-    """Run the coroutine ``make()`` to completion from sync code.
-
-    Uses ``asyncio.run`` when no loop runs in this thread; inside a running loop (a notebook, an async
-    caller) it runs in a fresh loop on a helper thread, with the caller's context variables.
-    """
-    async def main() -> T:
-        return await make()
-
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(main())
-    context = contextvars.copy_context()
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        return pool.submit(context.run, asyncio.run, main()).result()
 
 
 class Shared(Generic[T]):
@@ -85,20 +67,59 @@ class CallTally:
                     "completion_tokens": self.completion_tokens}
 
 
-@dataclass(frozen=True)
+@dataclass
 class StageRuntime:
-    """What a stage needs to make calls: the LM per role, the retry policy, the call tally and the run's
-    structured-output state (shared by every call, so a format fallback is remembered across them)."""
+    """What stages need to make calls: the LM per role, the retry policy, the call tally, the run's
+    structured-output state, and the one loop and gateway every call of the compile goes through.
+
+    Use as a context manager: entering starts the loop thread, leaving stops it. Sharing one gateway
+    means the circuit breaker sees consecutive failures across calls (a failing provider stops the
+    compile) and the adaptive limit and in-process engine queue persist between calls.
+    """
 
     lms: dict[Role, dspy.LM]
     policy: RetryPolicy
     tally: CallTally
     structured: StructuredOutputs | None = None
+    concurrency: int = 1
+    loop: LoopThread = field(default_factory=lambda: LoopThread("treesynth-compile"))
+    gateway: Gateway = field(init=False)
+    stopped: ProviderError | None = field(default=None, init=False)
+    """The error that stopped the gateway (breaker tripped, provider unreachable...); later calls re-raise it."""
 
-    def gateway(self) -> Gateway:
-        """A gateway for one call (gateways hold asyncio state, and each sync call runs its own loop)."""
-        return Gateway(self.lms, concurrency=1, on_call=self.tally.record, policy=self.policy,
-                       structured=self.structured)
+    def __post_init__(self) -> None:
+        """Build the gateway (its asyncio state binds to the loop on first use)."""
+        self.gateway = Gateway(self.lms, concurrency=self.concurrency, on_call=self.tally.record,
+                               policy=self.policy, structured=self.structured)
+
+    def __enter__(self) -> StageRuntime:
+        """Start the loop thread."""
+        self.loop.__enter__()
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        """Stop the loop thread."""
+        self.loop.__exit__(*exc_info)
+
+    def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        """Run ``coroutine`` on the runtime's loop (from any thread but the loop's) and return its result.
+
+        Once a call has stopped the gateway (a :class:`ProviderError`), every later call raises that error
+        without reaching the provider, so an optimizer that swallows errors still stops calling.
+        """
+        if self.stopped is not None:
+            coroutine.close()
+            raise self.stopped
+        try:
+            return self.loop.run(coroutine)
+        except ProviderError as exc:
+            self.stopped = self.stopped or exc
+            raise
+
+    def raise_if_stopped(self) -> None:
+        """Raise the error that stopped the gateway, if any (optimizers may have swallowed it)."""
+        if self.stopped is not None:
+            raise self.stopped
 
 
 class NodeStage(dspy.Module):
@@ -132,13 +153,13 @@ class NodeStage(dspy.Module):
         async def call(lm: dspy.LM, config: dict[str, Any]) -> Any:
             return await module.acall(**inputs, lm=lm, config=config)
 
-        gateway = self._runtime.value.gateway()
+        gateway = self._runtime.value.gateway
         pred = await gateway.call(self.role, stage=f"compile:{self.role}", node_id=node_id, seed=seed, fn=call)
         return pred if pred is not None else dspy.Prediction()
 
     def forward(self, **inputs: Any) -> dspy.Prediction:
         """Sync facade over :meth:`aforward` (what DSPy optimizers call)."""
-        return run_sync(lambda: self.aforward(**inputs))
+        return self._runtime.value.run(self.aforward(**inputs))
 
 
 def copy_compiled(compiled: dspy.Module, program: TreeSynthProgram) -> list[str]:

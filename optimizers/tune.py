@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import dspy
 
+from treesynth.aio import run_sync
 from treesynth.config import Role, RunConfig
 from treesynth.errors import ConfigError, TreeSynthError
 from treesynth.metrics.embedding import mean_pairwise_cosine_distance
@@ -32,7 +33,6 @@ from treesynth.models import Task, stable_hash
 from treesynth.optimizers.objectives import TextEmbedding, vendi
 from treesynth.optimizers.program_io import load_program
 from treesynth.optimizers.search_space import NO_PROGRAM, SearchSpace, Suggester
-from treesynth.optimizers.stages import run_sync
 from treesynth.pipeline import Progress, RunResult, TreeSynth
 from treesynth.program import TreeSynthProgram
 

@@ -38,7 +38,7 @@ class ScriptedEngine(FakeEngine):
 
 def scripted_lms(engine: ScriptedEngine) -> dict[str, dspy.LM]:
     lm = dspy.LM("test/scripted", engine=engine, async_engine=AsyncFakeEngine(engine), cache=False,
-                 temperature=1.0, max_tokens=512)
+                 temperature=1.0, max_tokens=512, num_retries=0)  # as make_lm: the gateway retries
     return dict.fromkeys(ROLES, lm)
 
 

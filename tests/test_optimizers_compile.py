@@ -15,14 +15,16 @@ from typing import Any
 
 import dspy
 import pytest
+from dspy.utils.exceptions import LMServerError
 from support import ScriptedEngine, scripted_lms
 
+from treesynth.aio import run_sync
 from treesynth.config import RunConfig
-from treesynth.errors import ConfigError
+from treesynth.errors import ConfigError, ProviderError
 from treesynth.models import Task
 from treesynth.optimizers import CompileOptions, ProgramMismatchError, compile_program, load_program, save_program
 from treesynth.optimizers.examples import INPUTS, agrow, node_examples, split_examples
-from treesynth.optimizers.stages import CallTally, NodeStage, StageRuntime, copy_compiled, run_sync
+from treesynth.optimizers.stages import CallTally, NodeStage, StageRuntime, copy_compiled
 from treesynth.pipeline import TreeSynth
 from treesynth.program import TreeSynthProgram
 from treesynth.providers import RetryPolicy, make_role_lms
@@ -69,17 +71,16 @@ def test_node_examples_mirror_the_pipeline_inputs(tmp_path: Path, small: RunConf
 
 def test_stage_is_a_sync_view_of_the_same_module(small: RunConfig) -> None:
     program = TreeSynthProgram()
-    rt = runtime(small)
-    stage = NodeStage(program, "leaf", rt)
-    assert [name for name, _ in stage.named_predictors()] == ["leaf.synthesize"]
-    assert stage.leaf is program.leaf
     inputs = {"task": TASK.description, "subspace": ["operation: addition"], "avoid": [], "count": 4, "fields": (),
               "seed": 7}
-    with dspy.context(adapter=dspy.JSONAdapter()):
+    with runtime(small) as rt, dspy.context(adapter=dspy.JSONAdapter()):
+        stage = NodeStage(program, "leaf", rt)
+        assert [name for name, _ in stage.named_predictors()] == ["leaf.synthesize"]
+        assert stage.leaf is program.leaf
         sync = stage(**inputs)
 
         async def inside_a_loop() -> dspy.Prediction:
-            return stage(**inputs)  # a sync call from async code runs on a helper thread
+            return stage(**inputs)  # a sync call from async code runs on the runtime's loop thread
 
         nested = asyncio.run(inside_a_loop())
     assert len(sync.samples) == 4 and nested.samples == sync.samples
@@ -214,3 +215,25 @@ def test_cli_compile_then_run_with_the_program(tmp_path: Path) -> None:
     assert refused.returncode == 2
     assert refused.stderr.count("\n") == 1 and "recompile it with `treesynth compile`" in refused.stderr
     assert not (tmp_path / "r2").exists()
+
+
+def test_a_failing_provider_during_compile_trips_the_breaker_and_stops(tmp_path: Path, small: RunConfig) -> None:
+    # One gateway serves every call of a compile, so consecutive failures add up across calls: with 2
+    # attempts per call and a breaker at 3, the second measuring call trips it and compile stops with the
+    # resume hint (with a gateway per call, each call would fail alone and compile would go on scoring 0s).
+    engine = ScriptedEngine()
+    lms = scripted_lms(engine)
+    config = small.with_overrides({"model.attempts": 2, "model.failure_limit": 3})
+    options = CompileOptions(modules=("leaf",), budget=30, threads=1)
+    run_sync(lambda: agrow([TASK], config, tmp_path, lms=lms))  # the trees exist; compile resumes them
+    grown_calls = engine.calls
+    run_sync(lambda: agrow([TASK], config, tmp_path, lms=lms))
+    assert engine.calls == grown_calls  # resuming complete trees makes no call
+
+    def down(prompt: str, schema: Any, seed: int | None) -> str:
+        raise LMServerError("503 Service Unavailable")
+
+    engine.answer = down
+    with pytest.raises(ProviderError, match=r"3 consecutive attempts .*re-run the same command to resume"):
+        compile_program([TASK], config, tmp_path, options, lms=lms)
+    assert engine.calls - grown_calls == 3

@@ -18,6 +18,7 @@ from typing import Any
 
 import dspy
 
+from treesynth.aio import run_sync
 from treesynth.balance.dataset import InputDataset, load_input
 from treesynth.balance.report import write_report
 from treesynth.balance.routing import Router, SampleRouter
@@ -85,7 +86,7 @@ class Balancer:
     def balance(self, data: Path, task: Task | str, out: Path, target: BalanceTarget, *,
                 text_field: str | None = None, tree: Path | None = None) -> BalanceResult:
         """Sync facade over :meth:`abalance`."""
-        return asyncio.run(self.abalance(data, task, out, target, text_field=text_field, tree=tree))
+        return run_sync(lambda: self.abalance(data, task, out, target, text_field=text_field, tree=tree))
 
     async def abalance(self, data: Path, task: Task | str, out: Path, target: BalanceTarget, *,
                        text_field: str | None = None, tree: Path | None = None) -> BalanceResult:

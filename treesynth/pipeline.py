@@ -17,6 +17,7 @@ from typing import Any
 
 import dspy
 
+from treesynth.aio import run_sync
 from treesynth.config import Role, RunConfig
 from treesynth.errors import ConfigError, ProviderError
 from treesynth.models import Node, PathSpec, Sample, Task, Tree
@@ -103,8 +104,8 @@ class TreeSynth:
         self.on_progress = on_progress or (lambda _progress: None)
 
     def run(self, task: Task | str, out: Path | str) -> RunResult:
-        """Sync facade over :meth:`arun`; not usable inside a running event loop (use ``await arun``)."""
-        return asyncio.run(self.arun(task, out))
+        """Sync facade over :meth:`arun` (also works inside a running event loop, e.g. in Jupyter)."""
+        return run_sync(lambda: self.arun(task, out))
 
     async def arun(self, task: Task | str, out: Path | str, *, tree_only: bool = False) -> RunResult:
         """Run (or resume) the pipeline for ``task`` in the run directory ``out``.

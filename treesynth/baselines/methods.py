@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 import dspy
 
+from treesynth.aio import run_sync
 from treesynth.config import Role, RunConfig
 from treesynth.errors import ConfigError
 from treesynth.models import LeafWork, Node, Task, normalize, stable_seed
@@ -124,7 +125,7 @@ class Baseline:
 
     def run(self, task: Task | str, out: Path | str) -> RunResult:
         """Sync facade over :meth:`arun`."""
-        return asyncio.run(self.arun(task, out))
+        return run_sync(lambda: self.arun(task, out))
 
     async def arun(self, task: Task | str, out: Path | str) -> RunResult:
         """Run (or resume) the baseline into ``out``."""

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
+from treesynth.aio import run_sync
 from treesynth.cli import options as opt
 from treesynth.cli._common import cli_errors, fail
 from treesynth.models import Task, stable_hash
@@ -73,7 +74,6 @@ def _load_program(path: Path | None) -> Any:
 
 
 def _plan(task: Task, cfg: Any, out: Path, *, analytic: bool, as_json: bool, program: Any = None) -> None:
-    import asyncio
     import json
 
     from treesynth.pipeline import TreeSynth
@@ -83,7 +83,7 @@ def _plan(task: Task, cfg: Any, out: Path, *, analytic: bool, as_json: bool, pro
     if analytic:
         plan = analytic_plan(cfg, cfg.model.model or default_model())
     else:
-        plan = asyncio.run(aplan(TreeSynth(cfg, program=program), task, out))
+        plan = run_sync(lambda: aplan(TreeSynth(cfg, program=program), task, out))
     if as_json:
         typer.echo(json.dumps(plan.as_dict(), indent=2))
         return
