@@ -16,8 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from treesynth.balance import BalanceTarget
-from treesynth.balancing import Balancer
+from treesynth.balance import Balancer, BalanceTarget
 from treesynth.config import RunConfig
 from treesynth.models import FirstSplit, Task
 

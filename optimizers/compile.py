@@ -29,14 +29,17 @@ from dspy.utils.exceptions import AdapterParseError
 from treesynth.aio import run_sync
 from treesynth.config import Role, RunConfig
 from treesynth.errors import ConfigError
+from treesynth.kernel import retry_policy
 from treesynth.models import Task
 from treesynth.optimizers.examples import GrownTree, Splits, agrow, node_examples, split_examples
 from treesynth.optimizers.objectives import NodeObjective, TextEmbedding, make_objective
 from treesynth.optimizers.program_io import instructions
 from treesynth.optimizers.stages import COMPILABLE, CallTally, NodeStage, StageRuntime, copy_compiled
 from treesynth.program import TreeSynthProgram
-from treesynth.providers import RetryPolicy, StructuredOutputs, make_role_lms
+from treesynth.providers import StructuredOutputs, make_role_lms
 from treesynth.providers.context import lm_context
+from treesynth.record import Ledger, RunRecord, Timings, write_record
+from treesynth.summary import versions
 
 logger = logging.getLogger(__name__)
 
@@ -313,8 +316,7 @@ def compile_program(tasks: Sequence[Task], config: RunConfig, work: Path, option
     lms = lms or make_role_lms(config.model)
     model = config.model
     structured = StructuredOutputs.from_config(model)  # the dialect per model, for every measuring call
-    runtime = StageRuntime(lms, RetryPolicy(model.attempts, model.timeout, model.failure_limit), CallTally(),
-                           structured, concurrency=max(1, options.threads))
+    runtime = StageRuntime(lms, retry_policy(model), CallTally(), structured, concurrency=max(1, options.threads))
     session = _Session(program, runtime, lms, reflection_lm or lms["leaf"], TextEmbedding(options.embedder), options,
                        LMCallCounter())
     report = CompileReport(options.optimizer, [t.description for t in tasks], str(lms["leaf"].model))
@@ -326,4 +328,19 @@ def compile_program(tasks: Sequence[Task], config: RunConfig, work: Path, option
             report.modules[module] = _compile_module(module, sets[module], session)
     report.calls = session.counter.calls  # every LM call: growing, measuring, optimizing
     report.seconds = round(time.perf_counter() - started, 2)
+    _write_record(work, config, report, runtime.tally)
     return CompileResult(program, report)
+
+
+def _write_record(work: Path, config: RunConfig, report: CompileReport, tally: CallTally) -> None:
+    """``work/run.json``: the compile as a :class:`~treesynth.record.RunRecord` of kind ``compile``.
+
+    Its ledger counts the measuring and optimizing calls; each grown tree's own ``run.json`` counts its calls.
+    """
+    calls = tally.snapshot()
+    ledger = Ledger(calls=calls["calls"], failed=calls["failed"], prompt_tokens=calls["prompt_tokens"],
+                    completion_tokens=calls["completion_tokens"])
+    timings = Timings(seconds_this_session=report.seconds, seconds_total=report.seconds)
+    record = RunRecord(kind="compile", status="complete", timings=timings, llm=ledger,
+                       config=config.model_dump(mode="json"), versions=versions(), report=report.as_dict())
+    write_record(work, record)

@@ -132,7 +132,7 @@ async def _arun_within_budget(pipeline_config: RunConfig, task: Task, out: Path,
             over.append(True)
             holder[0].cancel()
 
-    pipeline = TreeSynth(pipeline_config, lms=lms, program=program, on_progress=on_progress)
+    pipeline = TreeSynth(pipeline_config, lms=lms, program=program, on_progress=on_progress, kind="tune-trial")
     holder.append(asyncio.ensure_future(pipeline.arun(task, out)))
     try:
         return await holder[0]

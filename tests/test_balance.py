@@ -14,9 +14,8 @@ from support import ScriptedEngine, leaf_index, read_jsonl, scripted_lms
 from test_cli_errors import assert_usage_error
 from test_run_e2e import treesynth
 
-from treesynth.balance import BalanceTarget
+from treesynth.balance import Balancer, BalanceTarget
 from treesynth.balance.routing import check_assignments
-from treesynth.balancing import Balancer
 from treesynth.config import RunConfig
 from treesynth.models import FirstSplit, Task
 from treesynth.signatures import NONE_FITS

@@ -13,8 +13,7 @@ import dspy
 import pytest
 from support import read_jsonl
 
-from treesynth.balance import BalanceTarget
-from treesynth.balancing import Balancer
+from treesynth.balance import Balancer, BalanceTarget
 from treesynth.config import RunConfig
 from treesynth.gate import MAX_CHARS, SampleGate, check_sample
 from treesynth.models import FirstSplit, LeafWork, Task

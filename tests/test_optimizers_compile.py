@@ -28,6 +28,7 @@ from treesynth.optimizers.stages import CallTally, NodeStage, StageRuntime, copy
 from treesynth.pipeline import TreeSynth
 from treesynth.program import TreeSynthProgram
 from treesynth.providers import RetryPolicy, make_role_lms
+from treesynth.record import read_record
 from treesynth.testing.fake_lm import UNIQUENESS_HINT, fake_answer
 
 TASK = Task(description="GSM8K-style grade-school math word problems")
@@ -123,6 +124,15 @@ def compiled(tmp_path_factory: pytest.TempPathFactory) -> tuple[TreeSynthProgram
     result = compile_program([TASK], config, work / "trees", CompileOptions(modules=("criterion", "leaf"), budget=30))
     path = save_program(result.program, work / "program.json", compiled=result.report.as_dict())
     return result.program, result.report, path
+
+
+def test_compile_writes_a_compile_record(compiled: tuple[TreeSynthProgram, Any, Path]) -> None:
+    _, report, path = compiled
+    record = read_record(path.parent / "trees" / "run.json")
+    assert record.kind == "compile" and record.status == "complete" and record.report == report.as_dict()
+    assert record.llm.calls > 0
+    grown = [read_record(p) for p in (path.parent / "trees").glob("*/run.json")]
+    assert grown and {r.kind for r in grown} == {"run"}, "each grown tree is an ordinary run"
 
 
 def test_gepa_raises_the_held_out_leaf_score(compiled: tuple[TreeSynthProgram, Any, Path]) -> None:

@@ -8,8 +8,6 @@ of that sentence; :meth:`TreeSynth.run` is the thin sync facade. It is the one p
 from __future__ import annotations
 
 import asyncio
-import json
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,13 +18,14 @@ import dspy
 from treesynth.aio import run_sync
 from treesynth.config import Role, RunConfig
 from treesynth.errors import ConfigError, ProviderError
+from treesynth.kernel import RunSession
 from treesynth.models import Node, PathSpec, Sample, Task, Tree
 from treesynth.program import TreeSynthProgram
-from treesynth.providers import CallRecord, Gateway, RetryPolicy, StructuredOutputs, make_role_lms
-from treesynth.providers.context import lm_context
+from treesynth.providers import CallRecord
 from treesynth.providers.pricing import live_cost
+from treesynth.record import RunKind, RunRecord
 from treesynth.store import RunStore, write_atomic, write_jsonl_atomic
-from treesynth.summary import run_summary
+from treesynth.summary import run_counts, run_status
 from treesynth.synthesis.allocate import LeafPlanner
 from treesynth.synthesis.filler import Leaf, LeafFiller, SynthesisSource
 from treesynth.tree.builder import TreeBuilder
@@ -54,6 +53,9 @@ class RunResult:
     out: Path
     tree: Tree
     summary: dict[str, Any] = field(default_factory=dict)
+    """``run.json`` as a mapping (a tree-only run: status ``tree``, the ledger and the allocation)."""
+    record: RunRecord | None = None
+    """``run.json`` as a typed record (``None`` for a tree-only run, which writes no ``run.json``)."""
 
     @property
     def status(self) -> str:
@@ -72,7 +74,7 @@ class _Run:
     """Everything one run wires together."""
 
     task: Task
-    store: RunStore
+    session: RunSession
     planner: LeafPlanner
     builder: TreeBuilder
     filler: LeafFiller
@@ -83,6 +85,11 @@ class _Run:
         """Allocation weight of a leaf: ``infinite_weight`` per infinite step on its path."""
         return float(self.infinite_weight ** sum(1 for step in path if step.value is None))
 
+    @property
+    def store(self) -> RunStore:
+        """The run's store."""
+        return self.session.store
+
 
 class TreeSynth:
     """Synthesize a diverse dataset for a task by tree-guided subspace partitioning.
@@ -92,16 +99,18 @@ class TreeSynth:
         lms: Optional LM per role; built from ``config.model`` when omitted.
         program: Optional (compiled) :class:`TreeSynthProgram`; a fresh one when omitted.
         on_progress: Optional callback receiving :class:`Progress` after every step.
+        kind: What ``run.json`` calls the run (``tune-trial`` for a tune's trials).
     """
 
     def __init__(self, config: RunConfig | None = None, *, lms: dict[Role, dspy.LM] | None = None,
-                 program: TreeSynthProgram | None = None, on_progress: Callable[[Progress], None] | None = None
-                 ) -> None:
+                 program: TreeSynthProgram | None = None, on_progress: Callable[[Progress], None] | None = None,
+                 kind: RunKind = "run") -> None:
         """Create a pipeline; see the class docstring."""
         self.config = config or RunConfig()
         self.lms = lms
         self.program = program or TreeSynthProgram()
         self.on_progress = on_progress or (lambda _progress: None)
+        self.kind: RunKind = kind
 
     def run(self, task: Task | str, out: Path | str) -> RunResult:
         """Sync facade over :meth:`arun` (also works inside a running event loop, e.g. in Jupyter)."""
@@ -114,22 +123,17 @@ class TreeSynth:
         same directory reuses the tree.
         """
         task = task if isinstance(task, Task) else Task.from_arg(task)
-        lms = self.lms or make_role_lms(self.config.model)
-        store = RunStore.open(Path(out), self._identity(task))
-        started = time.time()
-        run: _Run | None = None
-        try:
-            structured = StructuredOutputs.from_config(self.config.model)  # this run's dialect per model
-            run = self._wire(task, lms, store, structured)
-            with lm_context(structured):
+        progress = Progress(target=self.config.synthesis.samples)
+        async with RunSession.open(Path(out), self._identity(task), self.config, kind=self.kind, lms=self.lms,
+                                   on_call=lambda rec: self._ledger(progress, rec)) as session:
+            run = self._wire(task, session, progress)
+            try:
                 error = await self._grow_and_fill(run, fill=not tree_only)   # tree building + leaf synthesis
-            return self._export(run, error, started, samples=not tree_only)  # dataset + metrics
-        except Exception as exc:
-            if run is not None and not tree_only and not isinstance(exc, ConfigError):
-                _export_failure(run, self.config, exc, started)
-            raise
-        finally:
-            store.close()
+                return self._export(run, error, samples=not tree_only)      # dataset + metrics
+            except Exception as exc:
+                if not tree_only and not isinstance(exc, ConfigError):
+                    _export_failure(run, exc)
+                raise
 
     def _identity(self, task: Task) -> dict[str, Any]:
         cfg = self.config
@@ -137,21 +141,15 @@ class TreeSynth:
                 "samples": cfg.synthesis.samples, "samples_per_call": cfg.synthesis.samples_per_call,
                 "infinite_weight": cfg.synthesis.infinite_weight}
 
-    def _wire(self, task: Task, lms: dict[Role, dspy.LM], store: RunStore,
-              structured: StructuredOutputs | None = None) -> _Run:
-        cfg = self.config
-        progress = Progress(target=cfg.synthesis.samples)
-        policy = RetryPolicy(attempts=cfg.model.attempts, timeout=cfg.model.timeout,
-                             failure_limit=cfg.model.failure_limit)
-        gateway = Gateway(lms, concurrency=cfg.concurrency, policy=policy, structured=structured,
-                          on_call=lambda rec: self._ledger(store, progress, rec))
+    def _wire(self, task: Task, session: RunSession, progress: Progress) -> _Run:
+        cfg, gateway, store = self.config, session.gateway, session.store
         infinite_weight = cfg.synthesis.infinite_weight or float(cfg.tree.width)
         planner = LeafPlanner(total=cfg.synthesis.samples, max_depth=cfg.tree.depth,         # leaf allocation
                               level_weight=max(float(cfg.tree.width), infinite_weight))
         builder = TreeBuilder(self.program.tree_modules(), gateway, store, task, cfg.tree, cfg.seed)
         filler = LeafFiller(SynthesisSource(self.program.leaf, task), gateway, store, planner, task, cfg.synthesis,
                             cfg.seed, on_progress=lambda: self._count_samples(planner, progress))
-        return _Run(task, store, planner, builder, filler, progress, infinite_weight)
+        return _Run(task, session, planner, builder, filler, progress, infinite_weight)
 
     async def _grow_and_fill(self, run: _Run, *, fill: bool) -> str | None:
         """Grow the tree; every leaf starts filling as soon as it is final. Returns a stop reason or None."""
@@ -183,8 +181,7 @@ class TreeSynth:
             stop.append(str(_first_error(group)))
         return stop[0] if stop else None
 
-    def _ledger(self, store: RunStore, progress: Progress, rec: CallRecord) -> None:
-        store.record_call(rec)
+    def _ledger(self, progress: Progress, rec: CallRecord) -> None:
         progress.calls += 1
         progress.failed_calls += 0 if rec.ok else 1
         progress.tokens += rec.prompt_tokens + rec.completion_tokens
@@ -196,11 +193,10 @@ class TreeSynth:
         progress.samples = sum(planner.have.values())
         self.on_progress(progress)
 
-    def _export(self, run: _Run, error: str | None, started: float, *, samples: bool) -> RunResult:
+    def _export(self, run: _Run, error: str | None, *, samples: bool) -> RunResult:
         quotas = run.planner.quotas()
         if samples:
-            return export_run(run.store, run.builder.root, run.task, self.config, quotas, error, started,
-                              pending=_unexpanded(run))
+            return export_run(run.session, run.builder.root, run.task, quotas, error, pending=_unexpanded(run))
         tree = _tree_with_counts(run.store, run.builder.root, run.task, self.config, quotas)
         return RunResult(out=run.store.out, tree=tree, summary={"status": "tree", "error": error,
                                                                 "llm": run.store.ledger(),
@@ -219,12 +215,12 @@ def _unexpanded(run: _Run) -> frozenset[str]:
     return frozenset(leaf.id for leaf in run.builder.root.leaves() if run.store.get_node(leaf.id) is None)
 
 
-def _export_failure(run: _Run, config: RunConfig, exc: Exception, started: float) -> None:
+def _export_failure(run: _Run, exc: Exception) -> None:
     """Best effort: write the exports with ``run.json`` status ``failed``; the store keeps all work for resume."""
     first = _first_error(exc)
     error = f"unexpected {type(first).__name__}: {str(first)[:300]}; re-run the same command to resume"
     try:
-        export_run(run.store, run.builder.root, run.task, config, run.planner.quotas(), error, started, failed=True,
+        export_run(run.session, run.builder.root, run.task, run.planner.quotas(), error, failed=True,
                    pending=_unexpanded(run))
     except Exception:  # the original error matters more than a failed export
         return
@@ -240,19 +236,19 @@ def _tree_with_counts(store: RunStore, root: Node, task: Task, config: RunConfig
     return tree
 
 
-def export_run(store: RunStore, root: Node, task: Task, config: RunConfig, quotas: dict[str, int],
-               error: str | None, started: float, *, failed: bool = False, pending: frozenset[str] = frozenset(),
-               **extra: Any) -> RunResult:
+def export_run(session: RunSession, root: Node, task: Task, quotas: dict[str, int], error: str | None, *,
+               failed: bool = False, pending: frozenset[str] = frozenset(), method: str | None = None) -> RunResult:
     """Write ``tree.json``, ``samples.jsonl``, ``rejected.jsonl`` and ``run.json`` (atomically); return the result.
 
     ``failed`` marks a run that ended in an unexpected error (``run.json`` status ``failed``); ``pending``
-    names nodes never expanded, which are not counted as leaves.
+    names nodes never expanded, which are not counted as leaves; ``method`` names a baseline.
     """
-    tree = _tree_with_counts(store, root, task, config, quotas)
+    store, target = session.store, session.config.synthesis.samples
+    tree = _tree_with_counts(store, root, task, session.config, quotas)
     n_samples = write_jsonl_atomic(store.out / "samples.jsonl", store.samples())
     write_jsonl_atomic(store.out / "rejected.jsonl", store.rejected())
-    summary = run_summary(tree=tree, store=store, n_samples=n_samples, quotas=quotas, error=error,
-                          started=started, config=config, failed=failed, pending=pending)
-    summary.update(extra)
-    write_atomic(store.out / "run.json", json.dumps(summary, indent=2, ensure_ascii=False))
-    return RunResult(out=store.out, tree=tree, summary=summary)
+    record = session.record(status=run_status(error=error, n_samples=n_samples, target=target, failed=failed),
+                            counts=run_counts(tree=tree, store=store, n_samples=n_samples, target=target,
+                                              pending=pending),
+                            task=task, error=error, method=method, allocation={"quota": quotas})
+    return RunResult(out=store.out, tree=tree, summary=session.write_record(record), record=record)

@@ -19,7 +19,7 @@ def write_report(out: Path, summary: dict[str, Any], before: dict[str, int], aft
         f"# Balance report: {summary['task']['description']}",
         "",
         f"Input `{summary['input']['path']}`: {counts['input']} records (text: `{summary['input']['field']}`).",
-        f"Status: **{summary['status']}**; output {counts['output']} records over {counts['leaves']} leaves "
+        f"Status: **{summary['status']}**; output {counts['samples']} records over {counts['leaves']} leaves "
         f"(target {counts['target']}, shortfall {counts['shortfall']}).",
         "",
         "| input records | count |",

@@ -14,7 +14,6 @@ compare methods and nothing else:
 from __future__ import annotations
 
 import asyncio
-import time
 from pathlib import Path
 from typing import Any, Literal
 
@@ -23,10 +22,10 @@ import dspy
 from treesynth.aio import run_sync
 from treesynth.config import Role, RunConfig
 from treesynth.errors import ConfigError
+from treesynth.kernel import RunSession
 from treesynth.models import LeafWork, Node, Task, normalize, stable_seed
 from treesynth.pipeline import RunResult, export_run
-from treesynth.providers import Gateway, RetryPolicy, StructuredOutputs, make_role_lms
-from treesynth.providers.context import lm_context
+from treesynth.providers import Gateway
 from treesynth.signatures import EvolveSample, GeneratePersonas, sample_batch_type, shaped
 from treesynth.signatures.baselines import PERSONA_ITEM
 from treesynth.store import RunStore
@@ -131,22 +130,14 @@ class Baseline:
         """Run (or resume) the baseline into ``out``."""
         task = task if isinstance(task, Task) else Task.from_arg(task)
         cfg = self.config
-        store = RunStore.open(Path(out), {"task": task.model_dump(mode="json"), "method": self.method,
-                                          "seed": cfg.seed, "samples": cfg.synthesis.samples})
-        started = time.time()
-        structured = StructuredOutputs.from_config(cfg.model)  # this run's dialect per model
-        gateway = Gateway(self.lms or make_role_lms(cfg.model), concurrency=cfg.concurrency,
-                          on_call=store.record_call, structured=structured,
-                          policy=RetryPolicy(attempts=cfg.model.attempts, timeout=cfg.model.timeout,
-                                             failure_limit=cfg.model.failure_limit))
-        try:
-            with lm_context(structured):
-                root = await self._tree(task, gateway, store)
-                quotas = allocate({leaf.id: 1.0 for leaf in root.leaves()}, cfg.synthesis.samples)
-                await self._fill(task, root, quotas, gateway, store)
-            return export_run(store, root, task, cfg, quotas, None, started, method=self.method)
-        finally:
-            store.close()
+        identity = {"task": task.model_dump(mode="json"), "method": self.method, "seed": cfg.seed,
+                    "samples": cfg.synthesis.samples}
+        async with RunSession.open(Path(out), identity, cfg, kind="baseline", lms=self.lms) as session:
+            gateway, store = session.gateway, session.store
+            root = await self._tree(task, gateway, store)
+            quotas = allocate({leaf.id: 1.0 for leaf in root.leaves()}, cfg.synthesis.samples)
+            await self._fill(task, root, quotas, gateway, store)
+            return export_run(session, root, task, quotas, None, method=self.method)
 
     async def _tree(self, task: Task, gateway: Gateway, store: RunStore) -> Node:
         root = Node(id="root", depth=0)

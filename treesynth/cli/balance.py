@@ -39,8 +39,7 @@ def balance(
     Writes balanced.jsonl (every record with origin, leaf_id and path; originals verbatim), routing.jsonl
     (where every input line went), unrouted.jsonl, report.md with a before/after picture, tree.json, run.json.
     """
-    from treesynth.balance import BalanceTarget
-    from treesynth.balancing import Balancer
+    from treesynth.balance import Balancer, BalanceTarget
 
     with cli_errors():
         target = BalanceTarget(per_leaf=per_leaf, total=total, distribution=target_dist)
@@ -50,7 +49,7 @@ def balance(
                                samples_per_call=samples_per_call, concurrency=concurrency, seed=seed)
         result = Balancer(cfg, batch_size=batch_size).balance(data, task, out, target, text_field=field, tree=tree)
     counts = result.summary["counts"]
-    typer.echo(f"{result.summary['status']}: {counts['output']} records ({counts['kept']} kept, "
+    typer.echo(f"{result.summary['status']}: {counts['samples']} records ({counts['kept']} kept, "
                f"{counts['synthesized']} synthesized) over {counts['leaves']} leaves; {counts['downsampled']} "
                f"downsampled, {counts['duplicate']} duplicates, {counts['unrouted']} unrouted -> {result.out}")
     if result.summary["status"] != "complete":

@@ -9,9 +9,7 @@ with leaf synthesis that is shown the leaf's existing samples. Every input line 
 from __future__ import annotations
 
 import asyncio
-import json
 import random
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,20 +18,28 @@ import dspy
 
 from treesynth.aio import run_sync
 from treesynth.balance.dataset import InputDataset, load_input
-from treesynth.balance.report import write_report
+from treesynth.balance.export import BalanceOutcome, BalanceResult, export_balance
 from treesynth.balance.routing import Router, SampleRouter
 from treesynth.balance.targets import BalanceTarget, choose_kept
 from treesynth.config import Role, RunConfig
 from treesynth.errors import ConfigError
+from treesynth.kernel import RunSession
 from treesynth.models import Node, PathSpec, PathStep, Task, Tree, normalize, stable_hash, stable_seed
 from treesynth.program import TreeSynthProgram
-from treesynth.providers import Gateway, RetryPolicy, StructuredOutputs, make_role_lms
-from treesynth.providers.context import lm_context
-from treesynth.store import RunStore, write_atomic, write_jsonl_atomic
-from treesynth.summary import priced_ledger, rejection_counts, versions
+from treesynth.providers import Gateway
+from treesynth.store import RunStore
 from treesynth.synthesis.allocate import LeafPlanner
 from treesynth.synthesis.filler import Leaf, LeafFiller, SynthesisSource
 from treesynth.tree.builder import TreeBuilder, child_step, leaf_paths
+
+
+@dataclass(frozen=True)
+class _Input:
+    """The task, the dataset and the target of a balance run."""
+
+    task: Task
+    dataset: InputDataset
+    target: BalanceTarget
 
 
 @dataclass
@@ -53,15 +59,6 @@ class _Placement:
             child = node.children[0] if node.children[0].infinite else by_value[value]
             self.members.setdefault(child.id, []).append(item)
             self.steps.setdefault(item, []).append(PathStep(criterion=node.criterion or "", value=value))
-
-
-@dataclass
-class BalanceResult:
-    """Where the balanced dataset went and what happened to every input line."""
-
-    out: Path
-    tree: Tree
-    summary: dict[str, Any]
 
 
 class Balancer:
@@ -98,14 +95,9 @@ class Balancer:
         given = _load_tree(tree, task) if tree else None
         if given is not None:
             target.check_leaves([leaf.id for leaf in given.leaves()])
-        store = RunStore.open(Path(out), self._identity(task, dataset, target, tree))
-        started = time.time()
-        try:
-            structured = StructuredOutputs.from_config(self.config.model)  # this run's dialect per model
-            with lm_context(structured):
-                return await self._run(task, dataset, target, given, store, started, structured)
-        finally:
-            store.close()
+        async with RunSession.open(Path(out), self._identity(task, dataset, target, tree), self.config,
+                                   kind="balance", lms=self.lms) as session:
+            return await self._run(session, _Input(task, dataset, target), given)
 
     def _identity(self, task: Task, dataset: InputDataset, target: BalanceTarget, tree: Path | None
                   ) -> dict[str, Any]:
@@ -113,13 +105,9 @@ class Balancer:
                 "tree": self.config.tree.model_dump(mode="json") if tree is None else stable_hash(tree.read_text()),
                 "seed": self.config.seed, "target": repr(target)}
 
-    async def _run(self, task: Task, dataset: InputDataset, target: BalanceTarget, given: Node | None,
-                   store: RunStore, started: float, structured: StructuredOutputs | None = None) -> BalanceResult:
-        cfg = self.config
-        gateway = Gateway(self.lms or make_role_lms(cfg.model), concurrency=cfg.concurrency,
-                          on_call=store.record_call, structured=structured,
-                          policy=RetryPolicy(attempts=cfg.model.attempts, timeout=cfg.model.timeout,
-                                             failure_limit=cfg.model.failure_limit))
+    async def _run(self, session: RunSession, given_input: _Input, given: Node | None) -> BalanceResult:
+        cfg, gateway, store = self.config, session.gateway, session.store
+        task, dataset, target = given_input.task, given_input.dataset, given_input.target
         texts = [r.text for r in dataset.records]
         keys = [stable_hash(r.record) for r in dataset.records]
         router = Router(self.router_module, gateway, store, task, texts, cfg.seed, self.batch_size, keys=keys)
@@ -138,9 +126,10 @@ class Balancer:
             root = given
             await _route_given(root, (), on_expanded)
         quotas = target.quotas(list(leaf_paths(root)))
-        kept, status = self._keep(root, placement, quotas, dataset, store, router)
+        status = self._keep(root, placement, quotas, dataset, store, router)
         await self._top_up(task, root, quotas, gateway, store)
-        return self._export(task, dataset, root, placement, quotas, kept, status, store, router, started)
+        return export_balance(session, BalanceOutcome(given_input.task, given_input.dataset, root, placement.members,
+                                                      placement.steps, placement.unrouted, quotas, status))
 
     async def _pivots(self, builder: TreeBuilder, placement: _Placement, router: Router, node: Node,
                       subspace: list[str]) -> list[str] | None:
@@ -156,7 +145,8 @@ class Balancer:
         return pivots if len(pivots) >= 2 else None
 
     def _keep(self, root: Node, placement: _Placement, quotas: dict[str, int], dataset: InputDataset,
-              store: RunStore, router: Router) -> tuple[dict[str, list[int]], dict[int, str]]:
+              store: RunStore, router: Router) -> dict[int, str]:
+        """Choose the originals each leaf keeps and store them; return every input item's status."""
         kept: dict[str, list[int]] = {}
         status: dict[int, str] = {}
         rows = []
@@ -177,7 +167,7 @@ class Balancer:
         for sample_id in store.add_originals(rows):
             status[item_of_line[int(sample_id.removeprefix("orig-"))]] = "duplicate"
         status.update(dict.fromkeys(placement.unrouted, "unrouted"))
-        return kept, status
+        return status
 
     async def _top_up(self, task: Task, root: Node, quotas: dict[str, int], gateway: Gateway, store: RunStore) -> None:
         total = sum(quotas.values())
@@ -190,26 +180,6 @@ class Balancer:
         filler = LeafFiller(SynthesisSource(self.program.leaf, task), gateway, store, planner, task,
                             self.config.synthesis, self.config.seed, on_progress=lambda: None)
         await asyncio.gather(*(filler.fill(Leaf(leaf_id, path)) for leaf_id, path in paths.items()))
-
-    def _export(self, task: Task, dataset: InputDataset, root: Node, placement: _Placement, quotas: dict[str, int],
-                kept: dict[str, list[int]], status: dict[int, str], store: RunStore, router: Router,
-                started: float) -> BalanceResult:
-        out = store.out
-        counts = store.sample_counts()
-        for leaf in root.leaves():
-            leaf.samples, leaf.quota = counts.get(leaf.id, 0), quotas.get(leaf.id, 0)
-        tree = Tree(task=task, config=self.config.model_dump(mode="json"), root=root)
-        write_atomic(out / "tree.json", tree.model_dump_json(indent=2))
-        n_out = write_jsonl_atomic(out / "balanced.jsonl", _balanced_rows(store, dataset))
-        write_jsonl_atomic(out / "routing.jsonl", _routing_rows(dataset, placement, status))
-        write_jsonl_atomic(out / "unrouted.jsonl", (dataset.records[i].record for i in sorted(placement.unrouted)))
-        write_jsonl_atomic(out / "rejected.jsonl", store.rejected())
-        before = {leaf.id: len(placement.members.get(leaf.id, [])) for leaf in root.leaves()}
-        summary = _summary(task, dataset, tree, status, n_out, quotas, before, counts, store, router, started,
-                           self.config)
-        write_atomic(out / "run.json", json.dumps(summary, indent=2, ensure_ascii=False))
-        write_report(out, summary, before, counts)
-        return BalanceResult(out=out, tree=tree, summary=summary)
 
 
 async def _no_leaf(node: Node, path: tuple[PathSpec, ...]) -> None:
@@ -239,62 +209,3 @@ def _load_tree(path: Path, task: Task) -> Node:
     return tree.root
 
 
-def _balanced_rows(store: RunStore, dataset: InputDataset) -> Any:
-    by_line = {r.line: r.record for r in dataset.records}
-    fields = dataset.text_fields
-    for sample in store.samples():
-        meta = {"origin": sample.get("origin", "synthesized"), "leaf_id": sample["leaf_id"], "path": sample["path"]}
-        if meta["origin"] == "original":
-            yield {**by_line[sample["line"]], **meta}
-        elif "fields" in sample:
-            yield {**sample["fields"], **meta}
-        else:
-            yield {fields[0]: sample["text"], **meta}
-
-
-def _routing_rows(dataset: InputDataset, placement: _Placement, status: dict[int, str]) -> Any:
-    leaf_of = {item: leaf for leaf, items in placement.members.items() for item in items}
-    for item, record in enumerate(dataset.records):
-        row: dict[str, Any] = {"line": record.line, "status": status.get(item, "unrouted"),
-                               "path": [s.model_dump() for s in placement.steps.get(item, [])]}
-        if item in placement.unrouted:
-            row["stopped_at"], row["reason"] = placement.unrouted[item]
-        else:
-            row["leaf_id"] = leaf_of.get(item)
-        yield row
-
-
-def _summary(task: Task, dataset: InputDataset, tree: Tree, status: dict[int, str], n_out: int,
-             quotas: dict[str, int], before: dict[str, int], after: dict[str, int], store: RunStore, router: Router,
-             started: float, config: RunConfig) -> dict[str, Any]:
-    from treesynth.metrics.structure import gini, normalized_entropy
-
-    tally = {name: sum(1 for s in status.values() if s == name)
-             for name in ("kept", "downsampled", "duplicate", "unrouted")}
-    synthesized = n_out - tally["kept"]
-    decisions = store.route_count()
-    shortfall = sum(max(0, q - after.get(leaf, 0)) for leaf, q in quotas.items())
-    ledger = priced_ledger(store)
-    routing_calls = sum(r["calls"] for r in ledger["by_stage"] if r["stage"] == "routing")
-
-    def distribution(counts: dict[str, int]) -> dict[str, Any]:
-        values = [counts.get(leaf, 0) for leaf in before]
-        return {"normalized_entropy": normalized_entropy(values), "gini": gini(values),
-                "empty_leaves": sum(1 for v in values if v == 0), "samples": sum(values)}
-
-    return {
-        "status": "complete" if shortfall == 0 else "partial",
-        "task": task.model_dump(mode="json"),
-        "input": {"path": str(dataset.path), "records": len(dataset.records), "field": dataset.selector},
-        "counts": {"input": len(dataset.records), **tally, "synthesized": synthesized, "output": n_out,
-                   "leaves": len(before), "nodes": tree.node_count(), "target": sum(quotas.values()),
-                   "shortfall": shortfall, **rejection_counts(store)},
-        "distribution": {"before": distribution(before), "after": distribution(after)},
-        "routing": {"calls": routing_calls, "decisions": decisions,
-                    "calls_per_sample_per_level": round(routing_calls / decisions, 4) if decisions else 0.0},
-        "llm": ledger,
-        "allocation": {"quota": quotas},
-        "timings": {"seconds_this_session": round(time.time() - started, 3)},
-        "config": config.model_dump(mode="json"),
-        "versions": versions(),
-    }

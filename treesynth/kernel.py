@@ -1,0 +1,107 @@
+"""The run kernel: one store, one gateway, one DSPy context and one typed ``run.json`` per run.
+
+Every kind of run (``run``, ``balance``, a baseline, a tune trial) is a small program that opens a
+:class:`RunSession` and makes its calls through ``session.gateway``::
+
+    async with RunSession.open(out, identity, config, kind="run") as session:
+        ...                                   # calls via session.gateway, writes via session.store
+        session.write_record(status="complete", counts=Counts(...))
+
+The session owns the wiring the entry points used to repeat: it opens (and closes) the resumable
+:class:`~treesynth.store.RunStore`, records every call in its ledger, builds one
+:class:`~treesynth.providers.Gateway` (so the circuit breaker, the adaptive limit and an in-process
+engine's queue see the whole run), enters :func:`~treesynth.providers.context.lm_context` once with the
+run's structured-output state, and writes ``run.json`` as a validated :class:`~treesynth.record.RunRecord`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import dspy
+
+from treesynth.config import ModelConfig, Role, RunConfig
+from treesynth.models import Task
+from treesynth.providers import CallRecord, Gateway, RetryPolicy, StructuredOutputs, make_role_lms
+from treesynth.providers.context import lm_context
+from treesynth.record import Counts, Ledger, RunKind, RunRecord, RunStatus, Timings, write_record
+from treesynth.store import RunStore
+from treesynth.summary import priced_ledger, versions
+
+RESUME_HINT = "re-run the same command with the same --out to resume"
+
+
+def retry_policy(model: ModelConfig) -> RetryPolicy:
+    """The gateway's retry policy for a model configuration."""
+    return RetryPolicy(attempts=model.attempts, timeout=model.timeout, failure_limit=model.failure_limit)
+
+
+def build_gateway(config: RunConfig, lms: dict[Role, dspy.LM], structured: StructuredOutputs | None,
+                  on_call: Callable[[CallRecord], None]) -> Gateway:
+    """The one gateway of a run (or of a compile): concurrency, retry policy and dialect state of ``config``."""
+    return Gateway(lms, concurrency=config.concurrency, policy=retry_policy(config.model), structured=structured,
+                   on_call=on_call)
+
+
+@dataclass
+class RunSession:
+    """An open run: its store, its gateway and the record it will write. Build it with :meth:`open`."""
+
+    kind: RunKind
+    config: RunConfig
+    store: RunStore
+    gateway: Gateway
+    structured: StructuredOutputs
+    started: float = field(default_factory=time.time)
+    prior_seconds: float = 0.0
+    """Wall time of the run's earlier sessions (a resumed run)."""
+
+    @classmethod
+    @asynccontextmanager
+    async def open(cls, out: Path, identity: dict[str, Any], config: RunConfig, *, kind: RunKind,
+                   lms: dict[Role, dspy.LM] | None = None,
+                   on_call: Callable[[CallRecord], None] | None = None) -> AsyncIterator[RunSession]:
+        """Open (or resume) the run in ``out`` for the duration of the ``async with`` block.
+
+        ``identity`` is what must match to resume (task, shape, seed...). ``lms`` default to the LMs of
+        ``config.model``; ``on_call`` sees every call after the store's ledger has recorded it.
+        """
+        lms = lms or make_role_lms(config.model)  # a bad model string fails before the run directory exists
+        structured = StructuredOutputs.from_config(config.model)  # this run's dialect per model
+        store = RunStore.open(Path(out), identity)
+        try:
+            def record(rec: CallRecord) -> None:
+                store.record_call(rec)
+                if on_call is not None:
+                    on_call(rec)
+
+            gateway = build_gateway(config, lms, structured, record)
+            with lm_context(structured):
+                yield cls(kind=kind, config=config, store=store, gateway=gateway, structured=structured,
+                          prior_seconds=float(store.get_meta("elapsed_seconds") or 0.0))
+        finally:
+            store.close()
+
+    def elapsed(self) -> Timings:
+        """This session's wall time and the run's total over every session (persisted in the store)."""
+        now = time.time() - self.started
+        return Timings(seconds_this_session=round(now, 3), seconds_total=round(self.prior_seconds + now, 3))
+
+    def record(self, *, status: RunStatus, counts: Counts, task: Task | None = None, error: str | None = None,
+               **fields: Any) -> RunRecord:
+        """The validated record of this run so far (``fields``: further :class:`RunRecord` fields)."""
+        resume = None if status in ("complete", "tree") else RESUME_HINT
+        return RunRecord(kind=self.kind, status=status, error=error, resume=resume,
+                         task=task.model_dump(mode="json") if task is not None else None, counts=counts,
+                         llm=Ledger.model_validate(priced_ledger(self.store)), timings=self.elapsed(),
+                         config=self.config.model_dump(mode="json"), versions=versions(), **fields)
+
+    def write_record(self, record: RunRecord) -> dict[str, Any]:
+        """Write ``run.json`` and persist this session's time into the run's total."""
+        self.store.set_meta("elapsed_seconds", record.timings.seconds_total)
+        return write_record(self.store.out, record)
