@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import Callable
+import selectors
+from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import dspy
 
@@ -13,6 +15,7 @@ from treesynth.config import ROLES
 from treesynth.testing.fake_lm import AsyncFakeEngine, FakeEngine, fake_answer
 
 Answer = Callable[[str, dict[str, Any] | None, int | None], str]
+T = TypeVar("T")
 
 
 class ScriptedEngine(FakeEngine):
@@ -58,3 +61,41 @@ def leaf_index(tree: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
     walk(tree["root"], [])
     return out
+
+
+class _JumpingSelector(selectors.DefaultSelector):
+    """The real selector, except that waiting for the next timer advances the virtual clock instead."""
+
+    def __init__(self, loop: VirtualTimeLoop) -> None:
+        super().__init__()
+        self._loop = loop
+
+    def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
+        if timeout is None or timeout <= 0:  # nothing scheduled (wait for real I/O), or a plain poll
+            return super().select(timeout)
+        ready = super().select(0)
+        if not ready:  # idle until the next timer: jump to it
+            self._loop.now += timeout
+        return ready
+
+
+class VirtualTimeLoop(asyncio.SelectorEventLoop):
+    """An event loop whose clock is virtual: whenever every task waits for a timer, time jumps to it.
+
+    ``asyncio.sleep``, ``wait_for`` timeouts and ``loop.time()`` then follow the code's own schedule, not
+    the machine's load, so a test can assert exact durations and orders. Only for code that waits on
+    asyncio alone: a thread working in the background would not hold the clock back.
+    """
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        super().__init__(_JumpingSelector(self))
+
+    def time(self) -> float:
+        return self.now
+
+
+def run_in_virtual_time(coro: Coroutine[Any, Any, T]) -> T:
+    """``asyncio.run(coro)`` on a :class:`VirtualTimeLoop`."""
+    with asyncio.Runner(loop_factory=VirtualTimeLoop) as runner:
+        return runner.run(coro)

@@ -1,15 +1,18 @@
-"""Gateway resilience: retries honouring Retry-After with the slot released, timeouts, AIMD, breaker."""
+"""Gateway resilience: retries honouring Retry-After with the slot released, timeouts, AIMD, breaker.
+
+Scenarios run on a virtual-time event loop (:func:`support.run_in_virtual_time`): sleeps, backoffs and
+timeouts take their scheduled time exactly, whatever the machine's load, so durations are asserted exactly.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import threading
-import time
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from dspy.utils.exceptions import AdapterParseError, LMAuthError, LMRateLimitError, LMServerError, LMTransportError
+from support import run_in_virtual_time
 
 from treesynth.errors import ProviderError
 from treesynth.providers import CallRecord, Gateway, RetryPolicy, make_lm
@@ -39,21 +42,24 @@ def flaky(*errors: Exception, result: str = "ok") -> Any:
 
 def test_retry_after_is_honoured_and_the_slot_is_free_while_sleeping() -> None:
     async def scenario() -> None:
+        clock = asyncio.get_running_loop().time
         gw, records = gateway(concurrency=1)
         slow = flaky(LMRateLimitError("429", retry_after=0.3))
-        started = time.perf_counter()
+        started = clock()
         first = asyncio.create_task(gw.call("leaf", stage="leaf", node_id="a", seed=1, fn=slow))
         await asyncio.sleep(0.05)
         # with concurrency 1, this call can only run now because the rate-limited call released its slot
         second = await gw.call("leaf", stage="leaf", node_id="b", seed=2, fn=flaky())
-        assert second == "ok" and time.perf_counter() - started < 0.25
+        assert second == "ok" and clock() - started == pytest.approx(0.05) and not first.done()
         assert await first == "ok"
-        assert time.perf_counter() - started >= 0.3
+        assert clock() - started == pytest.approx(0.3)  # slept the Retry-After, not the 0.01 s backoff
         by_node = {r.node_id: r for r in records}
         assert by_node["a"].retries == 1 and by_node["a"].ok and by_node["b"].retries == 0
+        assert by_node["a"].seconds == pytest.approx(0.3) and by_node["b"].seconds == pytest.approx(0.0)
+        assert [r.node_id for r in records] == ["b", "a"]
         assert gw.limiter.limit < 1.5  # halved on the 429, then recovering additively
 
-    asyncio.run(scenario())
+    run_in_virtual_time(scenario())
 
 
 def test_server_errors_and_timeouts_are_retried_then_recorded_as_failures() -> None:
@@ -70,7 +76,7 @@ def test_server_errors_and_timeouts_are_retried_then_recorded_as_failures() -> N
         assert [(r.node_id, r.ok, r.retries, r.error) for r in records] == [("a", True, 2, None),
                                                                           ("b", False, 2, "timeout")]
 
-    asyncio.run(scenario())
+    run_in_virtual_time(scenario())
 
 
 def test_parse_failures_are_not_retried_and_do_not_trip_the_breaker() -> None:
@@ -81,7 +87,7 @@ def test_parse_failures_are_not_retried_and_do_not_trip_the_breaker() -> None:
             assert await gw.call("leaf", stage="leaf", node_id=str(i), seed=i, fn=bad) is None
         assert all(r.error == "parse" and r.retries == 0 for r in records)
 
-    asyncio.run(scenario())
+    run_in_virtual_time(scenario())
 
 
 def test_auth_error_stops_at_once_with_a_fix() -> None:
@@ -90,7 +96,7 @@ def test_auth_error_stops_at_once_with_a_fix() -> None:
         with pytest.raises(ProviderError, match="API key"):
             await gw.call("leaf", stage="leaf", node_id="a", seed=1, fn=flaky(LMAuthError("401")))
 
-    asyncio.run(scenario())
+    run_in_virtual_time(scenario())
 
 
 def test_circuit_breaker_after_consecutive_failures_but_not_on_rate_limits() -> None:
@@ -106,7 +112,7 @@ def test_circuit_breaker_after_consecutive_failures_but_not_on_rate_limits() -> 
         assert len(records) == 8  # the call that tripped the breaker is in the ledger too
         assert (records[-1].node_id, records[-1].ok) == ("2", False) and "LMServerError" in (records[-1].error or "")
 
-    asyncio.run(scenario())
+    run_in_virtual_time(scenario())
 
 
 def test_required_calls_stop_the_run_instead_of_degrading_the_tree() -> None:
@@ -117,20 +123,21 @@ def test_required_calls_stop_the_run_instead_of_degrading_the_tree() -> None:
             await gw.call("pivots", stage="pivots", node_id="root", seed=1, required=True,
                           fn=flaky(LMServerError("500"), LMServerError("500")))
 
-    asyncio.run(scenario())
+    run_in_virtual_time(scenario())
 
 
 def test_unreachable_provider_fails_fast() -> None:
     async def scenario() -> None:
+        clock = asyncio.get_running_loop().time
         gw, records = gateway(attempts=6, base_delay=5.0)
-        started = time.perf_counter()
+        started = clock()
         with pytest.raises(ProviderError, match=r"cannot reach .* --api-base"):
             await gw.call("pivots", stage="pivots", node_id="root", seed=1, fn=flaky(LMTransportError("refused")))
-        assert time.perf_counter() - started < 1.0
+        assert clock() == started  # no backoff at all (a single retry would have slept at least 2.5 s)
         assert [(r.node_id, r.ok, r.retries) for r in records] == [("root", False, 0)]
         assert "LMTransportError" in (records[0].error or "")
 
-    asyncio.run(scenario())
+    run_in_virtual_time(scenario())
 
 
 def test_adaptive_limiter_aimd() -> None:
@@ -158,31 +165,35 @@ def test_adaptive_limiter_aimd() -> None:
         await asyncio.gather(*(worker() for _ in range(50)))
         assert seen <= 8
 
-    asyncio.run(scenario())
+    run_in_virtual_time(scenario())
 
 
 def test_calls_to_an_in_process_model_queue_outside_the_timeout() -> None:
     # the embedded engine generates one call at a time; 4 concurrent calls of 0.15 s each with a 0.25 s
     # timeout only succeed if waiting for the engine does not count against the timeout
-    engine = threading.Lock()
 
-    def generate() -> str:
-        with engine:
-            time.sleep(0.15)
-        return "ok"
+    async def scenario(model: str) -> tuple[list[CallRecord], float]:
+        clock = asyncio.get_running_loop().time
+        engine = asyncio.Lock()  # one generation at a time, as in the embedded engine
 
-    async def fn(lm: Any, config: dict[str, Any]) -> str:
-        return await asyncio.to_thread(generate)
+        async def fn(lm: Any, config: dict[str, Any]) -> str:
+            async with engine:
+                await asyncio.sleep(0.15)
+            return "ok"
 
-    async def scenario(model: str) -> list[CallRecord]:
         records: list[CallRecord] = []
         lm = SimpleNamespace(model=model, kwargs={"temperature": 1.0})
         gw = Gateway(dict.fromkeys(("pivots", "criterion", "coverage", "leaf"), lm), concurrency=4,  # type: ignore[arg-type]
                      on_call=records.append, policy=RetryPolicy(attempts=1, timeout=0.25, failure_limit=10))
+        started = clock()
         await asyncio.gather(*(gw.call("leaf", stage="leaf", node_id=f"n{i}", seed=i, fn=fn) for i in range(4)))
-        return records
+        return records, clock() - started
 
-    local = asyncio.run(scenario("local/gemma-3-270m@0123456789ab"))
+    local, took = run_in_virtual_time(scenario("local/gemma-3-270m@0123456789ab"))
     assert [r.ok for r in local] == [True] * 4
-    remote = asyncio.run(scenario("openai/gpt-4o-mini"))  # a remote model's calls run concurrently: these time out
-    assert sum(not r.ok and r.error == "timeout" for r in remote) >= 2
+    assert took == pytest.approx(0.6)  # one after the other
+    assert sorted(r.seconds for r in local) == pytest.approx([0.15, 0.3, 0.45, 0.6])  # the ledger counts the queueing
+    # a remote model's calls run concurrently: all but the first wait for the engine inside their timeout
+    remote, took = run_in_virtual_time(scenario("openai/gpt-4o-mini"))
+    assert sorted((r.ok, r.error) for r in remote) == [(False, "timeout")] * 3 + [(True, None)]
+    assert took == pytest.approx(0.25)

@@ -112,27 +112,35 @@ def _trial_states(url: str, name: str) -> list[TrialState]:
 
 def test_cli_tune_of_ten_trials_resumes_after_being_killed(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'study.db'}"
-    args = [sys.executable, "-m", "treesynth", "tune", TASK.description, "--model", "test/fake", "-n", "20",
-            "--trials", "10", "--storage", url, "--study", "killed", "--out", str(tmp_path / "tune"),
-            "--startup-trials", "4", "--budget", "60"]
-    env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "TREESYNTH_FAKE_LATENCY_MS": "150"}
-    proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:  # wait for a finished trial and a running one, then kill -9
-            time.sleep(0.3)
-            try:
-                states = _trial_states(url, "killed")
-            except KeyError:
-                continue
-            if TrialState.COMPLETE in states and states[-1] == TrialState.RUNNING:
-                break
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        proc.wait(timeout=30)
-    states = _trial_states(url, "killed")
-    assert states[-1] == TrialState.RUNNING and 0 < states.count(TrialState.COMPLETE) < 10
-    env.pop("TREESYNTH_FAKE_LATENCY_MS")
+
+    def command(trials: int) -> list[str]:
+        return [sys.executable, "-m", "treesynth", "tune", TASK.description, "--model", "test/fake", "-n", "20",
+                "--trials", str(trials), "--storage", url, "--study", "killed", "--out", str(tmp_path / "tune"),
+                "--startup-trials", "4", "--budget", "60"]
+
+    args = command(10)
+    env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
+    first = subprocess.run(command(1), env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert first.returncode == 0, first.stderr  # one finished trial...
+    # ...then a second trial frozen mid-run (every fake call waits while the hold file exists), killed -9
+    hold = tmp_path / "hold"
+    hold.touch()
+    held = tmp_path / "hold.held"
+    log = tmp_path / "held.log"
+    with log.open("w") as stderr:
+        proc = subprocess.Popen(args, env={**env, "TREESYNTH_FAKE_HOLD": str(hold)}, stdout=subprocess.DEVNULL,
+                                stderr=stderr)
+        try:
+            while not held.exists() and proc.poll() is None:  # event: a call of the next trial is waiting
+                time.sleep(0.05)
+            assert held.exists(), f"tune exited before a trial was held: {log.read_text()[-2000:]}"
+            proc.send_signal(signal.SIGKILL)
+        finally:
+            proc.kill()
+            proc.wait(timeout=30)
+    hold.unlink()
+    first_state, *rest = _trial_states(url, "killed")
+    assert first_state in (TrialState.COMPLETE, TrialState.PRUNED) and rest == [TrialState.RUNNING]
     done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 0, done.stderr
     assert "1 recovered from an interrupted run" in done.stdout

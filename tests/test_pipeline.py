@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from pathlib import Path
 from typing import Any
@@ -149,17 +150,27 @@ def test_unexpected_error_writes_failed_run_json_and_resume_completes(tmp_path: 
 
 
 class StartOrder(AsyncFakeEngine):
-    """Records the output field of every call as it starts; the first pivots (``examples``) call is slow."""
+    """Records the output field of every call as it starts; the first pivots (``examples``) call is held back
+    until a leaf-synthesis (``batch``) call has started -- an event, not a delay, so load cannot reorder it."""
+
+    RELEASE_AFTER = 30.0
+    """Only reached when no leaf call starts while a branch is held (a level barrier): the test then fails."""
 
     def __init__(self, sync: ScriptedEngine) -> None:
         super().__init__(sync)
         self.started: list[str] = []
+        self.leaf_started = asyncio.Event()
 
     async def complete(self, request: Any) -> Any:
         schema = (request.config.response_format or {}).get("schema") or {}
         field = next(iter(schema.get("properties", {"?": 0})))
         self.started.append(field)
-        await asyncio.sleep(0.5 if field == "examples" and self.started.count("examples") == 1 else 0.005)
+        if field == "batch":
+            self.leaf_started.set()
+        elif field == "examples" and self.started.count("examples") == 1:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.leaf_started.wait(), self.RELEASE_AFTER)
+        await asyncio.sleep(0)
         return self.sync._respond(request)
 
 

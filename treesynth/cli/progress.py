@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+THROTTLE_SECONDS = 0.1
+"""Least time between two rendered updates (10 Hz)."""
+
 
 class ProgressView:
     """Context manager rendering pipeline progress on stderr (no-op when disabled)."""
 
-    def __init__(self, *, enabled: bool, target: int) -> None:
-        """Prepare a view for ``target`` samples."""
+    def __init__(self, *, enabled: bool, target: int, clock: Callable[[], float] = time.monotonic) -> None:
+        """Prepare a view for ``target`` samples; ``clock`` (seconds, monotonic) times the throttle."""
         self.enabled = enabled
-        self._last = 0.0
+        self._clock = clock
+        self._last = float("-inf")  # the first update always renders
         self._latest: Any = None
         self._bar = Progress(
             TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -40,8 +45,8 @@ class ProgressView:
     def update(self, progress: Any) -> None:
         """Render a :class:`treesynth.pipeline.Progress` snapshot (throttled to 10 Hz)."""
         self._latest = progress
-        now = time.monotonic()
-        if not self.enabled or now - self._last < 0.1:
+        now = self._clock()
+        if not self.enabled or now - self._last < THROTTLE_SECONDS:
             return
         self._last = now
         self._render(progress)

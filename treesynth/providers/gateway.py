@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -132,7 +131,7 @@ class Gateway:
         lm = self.lms[role]
         config = {"rollout_id": seed, "seed": seed, "temperature": lm.kwargs.get("temperature", 1.0)}
         jitter = random.Random(seed)
-        start = time.perf_counter()
+        start = asyncio.get_running_loop().time()
         attempt = _Attempt()
         retries = 0
         for index in range(self.policy.attempts):
@@ -159,11 +158,16 @@ class Gateway:
         return attempt.result if attempt.error is None else None
 
     def _record(self, stage: str, model: str, node_id: str, attempt: _Attempt, start: float, retries: int) -> None:
-        """Hand one call (its last attempt's outcome, usage and total time) to the ledger."""
+        """Hand one call (its last attempt's outcome, usage and total time) to the ledger.
+
+        Times come from the event loop's clock (the one its sleeps and timeouts follow: ``time.monotonic``
+        on a standard loop), so a test on a virtual-time loop sees exact durations.
+        """
         prompt, completion = _usage(attempt.result)
         cached = attempt.error is None and prompt == completion == 0
+        seconds = asyncio.get_running_loop().time() - start
         self._on_call(CallRecord(stage, model, node_id, attempt.error is None, attempt.error, prompt, completion,
-                                 time.perf_counter() - start, retries, cached))
+                                 seconds, retries, cached))
 
     async def _attempt(self, lm: dspy.LM, config: dict[str, Any], fn: CallFn[Any]) -> _Attempt:
         await self.limiter.acquire()

@@ -16,7 +16,9 @@ when the system text -- where DSPy puts a signature's instruction -- asks for un
 samples instead. GEPA's reflection signature (output field ``new_instruction``) is answered with the
 current instruction, plus :data:`UNIQUENESS_HINT` when the feedback it is shown mentions duplicates.
 
-``TREESYNTH_FAKE_LATENCY_MS`` adds a simulated latency to every call.
+``TREESYNTH_FAKE_LATENCY_MS`` adds a simulated latency to every call. ``TREESYNTH_FAKE_HOLD`` names a file:
+while it exists, every call waits (the first to wait creates ``<file>.held``), so a test can freeze a run in
+another process at a known point -- e.g. to kill it mid-run -- by events instead of by timing.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import random
 import re
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from treesynth.models import stable_seed
@@ -73,6 +76,24 @@ def latency_seconds() -> float:
         return max(0.0, float(os.environ.get("TREESYNTH_FAKE_LATENCY_MS", "0")) / 1000.0)
     except ValueError:
         return 0.0
+
+
+HOLD_POLL_SECONDS = 0.02
+"""How often a held call looks at the hold file again."""
+
+
+def hold_file() -> Path | None:
+    """The hold file named by ``TREESYNTH_FAKE_HOLD`` (``None`` when unset)."""
+    name = os.environ.get("TREESYNTH_FAKE_HOLD")
+    return Path(name) if name else None
+
+
+def _holding(hold: Path | None) -> bool:
+    """Whether a call must (still) wait; marks the run as held the first time it must."""
+    if hold is None or not hold.exists():
+        return False
+    hold.with_name(hold.name + ".held").touch(exist_ok=True)
+    return True
 
 
 def parse_inputs(prompt: str) -> dict[str, Any]:
@@ -251,7 +272,10 @@ class FakeEngine:
         self.calls = 0
 
     def complete(self, request: Any) -> Any:
-        """Answer one request (blocking for the simulated latency)."""
+        """Answer one request (blocking while held and for the simulated latency)."""
+        hold = hold_file()
+        while _holding(hold):
+            time.sleep(HOLD_POLL_SECONDS)
         delay = latency_seconds()
         if delay:
             time.sleep(delay)
@@ -285,7 +309,10 @@ class AsyncFakeEngine:
         self.sync = sync
 
     async def complete(self, request: Any) -> Any:
-        """Answer one request after the simulated latency."""
+        """Answer one request once no longer held, after the simulated latency."""
+        hold = hold_file()
+        while _holding(hold):
+            await asyncio.sleep(HOLD_POLL_SECONDS)
         delay = latency_seconds()
         if delay:
             await asyncio.sleep(delay)
