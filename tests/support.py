@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import selectors
+import socket
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
 import dspy
+import pytest
 
 from treesynth.config import ROLES
 from treesynth.testing.fake_lm import AsyncFakeEngine, FakeEngine, fake_answer
@@ -99,3 +102,83 @@ def run_in_virtual_time(coro: Coroutine[Any, Any, T]) -> T:
     """``asyncio.run(coro)`` on a :class:`VirtualTimeLoop`."""
     with asyncio.Runner(loop_factory=VirtualTimeLoop) as runner:
         return runner.run(coro)
+
+
+class NetworkAccessError(RuntimeError):
+    """A test tried to reach a non-loopback address."""
+
+
+def is_loopback(host: object) -> bool:
+    """``localhost`` or a loopback IP literal (``127.0.0.0/8``, ``::1``, IPv4-mapped loopback)."""
+    if isinstance(host, bytes):
+        host = host.decode("ascii", "replace")
+    if not isinstance(host, str):
+        return False
+    if host.lower() == "localhost":
+        return True
+    try:
+        address = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return False  # a host name: resolving it would already leave the machine
+    mapped = getattr(address, "ipv4_mapped", None)
+    return address.is_loopback or bool(mapped and mapped.is_loopback)
+
+
+class NetworkGuard:
+    """While entered, connecting any socket to a non-loopback address raises :class:`NetworkAccessError`.
+
+    Patches ``socket.socket.connect``/``connect_ex`` and ``socket.create_connection`` (checked before name
+    resolution). Unix sockets and other non-IP families pass. Every refusal is also kept in :attr:`violations`,
+    so :meth:`check` fails a test even when the code under test swallowed the error (retry loops, ``except
+    Exception``).
+    """
+
+    def __init__(self) -> None:
+        self.violations: list[str] = []
+        self._saved: tuple[Any, Any, Any] | None = None
+
+    def _refuse(self, address: object) -> None:
+        message = (f"test tried to open a network connection to {address!r}; unit tests may only reach "
+                   "loopback (127.0.0.1, ::1, localhost) -- use the fake LM or treesynth.testing.fake_server")
+        self.violations.append(message)
+        raise NetworkAccessError(message)
+
+    def _check_socket(self, sock: socket.socket, address: object) -> None:
+        if sock.family in (socket.AF_INET, socket.AF_INET6) and not (
+                isinstance(address, tuple) and address and is_loopback(address[0])):
+            self._refuse(address)
+
+    def __enter__(self) -> NetworkGuard:
+        connect, connect_ex, create_connection = self._saved = (
+            socket.socket.connect, socket.socket.connect_ex, socket.create_connection)
+        guard = self
+
+        def guarded_connect(sock: socket.socket, address: Any) -> None:
+            guard._check_socket(sock, address)
+            connect(sock, address)
+
+        def guarded_connect_ex(sock: socket.socket, address: Any) -> int:
+            guard._check_socket(sock, address)
+            return int(connect_ex(sock, address))
+
+        def guarded_create_connection(address: tuple[str, int], *args: Any, **kwargs: Any) -> socket.socket:
+            if not is_loopback(address[0]):
+                guard._refuse(address)
+            return create_connection(address, *args, **kwargs)
+
+        socket.socket.connect = guarded_connect  # type: ignore[method-assign,assignment]
+        socket.socket.connect_ex = guarded_connect_ex  # type: ignore[method-assign,assignment]
+        socket.create_connection = guarded_create_connection  # type: ignore[assignment]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        assert self._saved is not None
+        socket.socket.connect, socket.socket.connect_ex, socket.create_connection = self._saved  # type: ignore[method-assign]
+        self._saved = None
+
+    def check(self) -> None:
+        """Fail the current test if a connection was refused since :attr:`violations` was last cleared."""
+        if self.violations:
+            count, first = len(self.violations), self.violations[0]
+            self.violations.clear()
+            pytest.fail(f"{count} non-loopback connection attempt(s); the first: {first}", pytrace=False)

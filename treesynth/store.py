@@ -10,6 +10,10 @@ Layout of ``<out>/``:
 * ``tree.json``, ``samples.jsonl``, ``rejected.jsonl``, ``run.json`` -- exports, each written to a
   temporary file and renamed into place.
 
+The ``meta`` table holds ``schema_version`` (:data:`SCHEMA_VERSION`): a store from before versioning, or
+from an older version, is brought forward in place (tables and columns are only ever added); one from a newer
+treesynth, a file that is not SQLite and another application's SQLite database are refused untouched.
+
 Candidates the sample gate (:mod:`treesynth.gate`) turned away are stored with status ``rejected`` and
 their reason, never accepted; pivots it turned away live in their node's payload (``rejected_pivots``).
 """
@@ -22,7 +26,7 @@ import sqlite3
 import tempfile
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from contextlib import suppress
+from contextlib import closing, suppress
 from pathlib import Path
 from typing import Any
 
@@ -53,12 +57,50 @@ CREATE TABLE IF NOT EXISTS calls(seq INTEGER PRIMARY KEY AUTOINCREMENT, stage TE
 Candidate = tuple[str, dict[str, Any], str | None]
 """One candidate of a leaf call: normalized key, sample payload, and the gate's reason when rejected."""
 
+SCHEMA_VERSION = 1
+"""The store layout's version, in ``meta``. Bump it with every layout change and teach :func:`_migrate` the step."""
+_ADDED_COLUMNS = {"candidates": {"reason"}}  # added after the first release: a store without them is older
+_TABLES = "SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite%'"
+
+
+def _columns(conn: sqlite3.Connection, table: str) -> set[str]:
+    return {row[0] for row in conn.execute("SELECT name FROM pragma_table_info(?)", (table,))}
+
+
+def _check_store(conn: sqlite3.Connection, path: Path) -> int | None:
+    """Refuse a store this treesynth must not touch; return its schema version (``None``: new or unversioned)."""
+    with path.open("rb") as handle:
+        if handle.read(16) not in (b"", b"SQLite format 3\x00"):
+            raise RunStateError(f"{path} is not an SQLite database (corrupt, or not written by treesynth); "
+                                "move it away or choose a new --out")
+    tables = {name: _columns(conn, name) for (name,) in conn.execute(_TABLES)}
+    with closing(sqlite3.connect(":memory:")) as mem:
+        mem.executescript(_SCHEMA)
+        layout, version = {name: _columns(mem, name) for (name,) in mem.execute(_TABLES)}, None
+    if {"key", "value"} <= tables.get("meta", set()):
+        row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        text = str(row[0]) if row else "0"  # no version: a store from before versioning
+        if not (text.isascii() and text.isdigit()):
+            raise RunStateError(f"{path} has an unreadable schema_version {text!r}; choose a new --out")
+        version = int(text) or None
+    if version is not None and version > SCHEMA_VERSION:
+        raise RunStateError(f"{path} was written by a newer treesynth (store schema {version}; this treesynth "
+                            f"reads up to {SCHEMA_VERSION}); upgrade treesynth (pip install -U treesynth) to use it")
+    foreign = sorted(name for name, columns in tables.items() if name not in layout
+                     or not layout[name] - _ADDED_COLUMNS.get(name, set()) <= columns)
+    if foreign or (version is None and set(tables) == {"meta"}):  # an unversioned treesynth store has every table
+        raise RunStateError(f"{path} is an SQLite database of another application (unexpected tables: "
+                            f"{', '.join(foreign or ['meta'])}); treesynth leaves it untouched -- choose a new --out")
+    return version
+
 
 def _migrate(conn: sqlite3.Connection) -> None:
-    """Bring a store made by an older treesynth up to the schema (``IF NOT EXISTS`` keeps old tables as they are)."""
-    columns = {row[1] for row in conn.execute("PRAGMA table_info(candidates)")}
-    if "reason" not in columns:
+    """Bring a new or older store up to the schema: tables and columns are only ever added, then the version stamped."""
+    for statement in filter(str.strip, _SCHEMA.split(";")):
+        conn.execute(statement)  # IF NOT EXISTS: old tables stay as they are
+    if "reason" not in _columns(conn, "candidates"):
         conn.execute("ALTER TABLE candidates ADD COLUMN reason TEXT")
+    conn.execute("INSERT OR REPLACE INTO meta VALUES('schema_version', ?)", (json.dumps(SCHEMA_VERSION),))
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -121,14 +163,19 @@ class RunStore:
     def open(cls, out: Path, identity: dict[str, Any]) -> RunStore:
         """Open or create the run in ``out``; refuse a run whose ``identity`` (task, shape) differs."""
         prepare_out_dir(out)
+        path = out / DB_NAME
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         try:
-            conn = sqlite3.connect(out / DB_NAME, isolation_level=None, check_same_thread=False)
+            if _check_store(conn, path) != SCHEMA_VERSION:  # new, unversioned or older: add what is missing
+                with _Transaction(conn):
+                    _migrate(conn)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
-            conn.executescript(_SCHEMA)
-            _migrate(conn)
-        except sqlite3.DatabaseError as exc:
-            raise RunStateError(f"{out / DB_NAME} is not a usable run store ({exc}); use a new --out") from None
+        except BaseException as exc:
+            conn.close()
+            if isinstance(exc, sqlite3.DatabaseError):
+                raise RunStateError(f"{path} is not a usable run store ({exc}); use a new --out") from None
+            raise
         store = cls(out, conn)
         store._check_identity(identity)
         return store
