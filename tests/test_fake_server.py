@@ -167,15 +167,27 @@ def test_same_seed_same_fault_sequence() -> None:
 
 
 async def test_latency_does_not_block_concurrent_requests() -> None:
-    with FakeServer(FaultConfig(latency_ms=150, jitter_ms=10)) as server:
+    """Every request waits out its own drawn latency, all 50 at once: the injected sleep returns only when
+    all 50 are inside it, so a server that answered one request at a time would never answer the first."""
+    config = FaultConfig(latency_ms=150, jitter_ms=10)
+    delays: list[float] = []
+    all_waiting = asyncio.Event()  # bound to the server's loop by its first wait()
+
+    async def sleep(delay: float) -> None:
+        delays.append(delay)
+        if len(delays) == 50:
+            all_waiting.set()
+        await all_waiting.wait()
+
+    with FakeServer(config, sleep=sleep) as server:
         limits = httpx.Limits(max_connections=50)
-        async with httpx.AsyncClient(base_url=server.base_url, timeout=5.0, limits=limits) as client:
-            started = time.monotonic()
+        async with httpx.AsyncClient(base_url=server.base_url, timeout=30.0, limits=limits) as client:
             answers = await asyncio.gather(*(client.post("/chat/completions", json=CHAT_BODY) for _ in range(50)))
-            elapsed = time.monotonic() - started
         assert [a.status_code for a in answers] == [200] * 50
-        assert 0.14 <= elapsed < 1.5, f"50 concurrent requests at 150 ms took {elapsed:.2f} s"
         assert server.counts["ok"] == 50
+    # the delays applied are the seeded draws, in arrival order, within latency +- jitter
+    assert delays == [decide(config, index).delay for index in range(50)]
+    assert all(0.14 <= delay <= 0.16 for delay in delays) and len(set(delays)) > 1
 
 
 def test_routes_and_bad_requests(server: FakeServer) -> None:

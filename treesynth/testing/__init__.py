@@ -2,7 +2,7 @@
 
 * :class:`FakeEngine` -- the deterministic fake model behind ``--model test/fake``;
 * ``treesynth.testing.fake_server.FakeServer`` -- a fake OpenAI-compatible HTTP server on loopback with
-  injectable faults (``python -m treesynth.testing.fake_server``). Import it from its module.
+  injectable faults (``python -m treesynth.testing.fake_server``). Import it from that package.
 """
 
 from treesynth.testing.fake_lm import AsyncFakeEngine, FakeEngine, fake_answer
