@@ -8,7 +8,7 @@ from typing import Any
 
 from treesynth.models import Tree
 from treesynth.providers.pricing import estimate_cost
-from treesynth.record import Counts
+from treesynth.record import Counts, RunStatus
 from treesynth.store import RunStore
 
 
@@ -40,7 +40,7 @@ def versions() -> dict[str, str]:
     return found
 
 
-def run_status(*, error: str | None, n_samples: int, target: int, failed: bool = False) -> str:
+def run_status(*, error: str | None, n_samples: int, target: int, failed: bool = False) -> RunStatus:
     """``complete``; ``failed`` after an unexpected error or an error before any sample; else ``partial``."""
     if error is None and n_samples == target and not failed:
         return "complete"
