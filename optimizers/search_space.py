@@ -18,8 +18,9 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Protocol
 
-from treesynth.config import RunConfig, read_yaml_mapping
+from treesynth.config import RunConfig
 from treesynth.errors import ConfigError
+from treesynth.io import read_yaml_mapping
 
 NO_PROGRAM = "none"
 

@@ -28,9 +28,9 @@ import dspy
 from treesynth.aio import run_sync
 from treesynth.config import Role, RunConfig
 from treesynth.errors import ConfigError, TreeSynthError
-from treesynth.metrics.embedding import mean_pairwise_cosine_distance
+from treesynth.metrics.embedding import mean_pairwise_cosine_distance, vendi_score
 from treesynth.models import Task, stable_hash
-from treesynth.optimizers.objectives import TextEmbedding, vendi
+from treesynth.optimizers.objectives import TextEmbedding
 from treesynth.optimizers.program_io import load_program
 from treesynth.optimizers.search_space import NO_PROGRAM, SearchSpace, Suggester
 from treesynth.pipeline import Progress, RunResult, TreeSynth
@@ -111,7 +111,7 @@ def dataset_diversity(texts: list[str], kind: Diversity, embedding: TextEmbeddin
     if len(texts) < 2:
         return 0.0
     vectors = embedding(texts)
-    return vendi(vectors) if kind == "vendi" else mean_pairwise_cosine_distance(vectors)
+    return vendi_score(vectors) if kind == "vendi" else mean_pairwise_cosine_distance(vectors)
 
 
 def _cost(llm: dict[str, Any], kind: Cost) -> int:
@@ -143,10 +143,28 @@ async def _arun_within_budget(pipeline_config: RunConfig, task: Task, out: Path,
         raise
 
 
+@dataclass(frozen=True)
+class Measure:
+    """How :func:`measure_config` measures a run.
+
+    Attributes:
+        budget: Most cost (in ``cost`` units) the run may spend; ``None`` for no limit.
+        cost: ``calls`` (LLM calls) or ``tokens`` (prompt + completion).
+        diversity: ``vendi`` or ``mean-distance`` (mean pairwise cosine distance).
+        embedding: The text embedding of the diversity (default: the lexical one).
+    """
+
+    budget: int | None = None
+    cost: Cost = "calls"
+    diversity: Diversity = "vendi"
+    embedding: TextEmbedding | None = None
+
+
 def measure_config(task: Task, config: RunConfig, out: Path, *, program: TreeSynthProgram | None = None,
-                   lms: dict[Role, dspy.LM] | None = None, budget: int | None = None, cost: Cost = "calls",
-                   diversity: Diversity = "vendi", embedding: TextEmbedding | None = None) -> TrialOutcome:
+                   lms: dict[Role, dspy.LM] | None = None, measure: Measure | None = None) -> TrialOutcome:
     """Run (or resume) ``config`` on ``task`` in ``out`` and measure its diversity and cost."""
+    measure = measure or Measure()
+    budget, cost = measure.budget, measure.cost
     result = run_sync(lambda: _arun_within_budget(config, task, out, program=program, lms=lms, budget=budget,
                                                   cost=cost))
     if result is None:
@@ -156,7 +174,7 @@ def measure_config(task: Task, config: RunConfig, out: Path, *, program: TreeSyn
     llm, counts = result.summary["llm"], result.summary["counts"]
     spent = _cost(llm, cost)
     return TrialOutcome(
-        diversity=dataset_diversity(texts, diversity, embedding or TextEmbedding()), cost=float(spent),
+        diversity=dataset_diversity(texts, measure.diversity, measure.embedding or TextEmbedding()), cost=float(spent),
         status=result.status, samples=int(counts["samples"]), shortfall=int(counts["shortfall"]),
         nodes=int(counts["nodes"]), leaves=int(counts["leaves"]), calls=int(llm["calls"]),
         tokens=_cost(llm, "tokens"), over_budget=budget is not None and spent > budget, out=str(out))
@@ -196,9 +214,8 @@ class TrialObjective:
         program_path = params.get("program", NO_PROGRAM)
         program = None if program_path == NO_PROGRAM else load_program(Path(program_path))
         lms = self.lms_factory(config) if self.lms_factory is not None else None
-        outcome = measure_config(self.task, config, self.run_dir(params), program=program, lms=lms,
-                                 budget=self.options.budget, cost=self.options.cost, diversity=self.options.diversity,
-                                 embedding=self.embedding)
+        measure = Measure(self.options.budget, self.options.cost, self.options.diversity, self.embedding)
+        outcome = measure_config(self.task, config, self.run_dir(params), program=program, lms=lms, measure=measure)
         set_attr = getattr(trial, "set_user_attr", None)
         if callable(set_attr):
             for key, value in asdict(outcome).items():

@@ -15,6 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 LAYERS: dict[str, int] = {
     "treesynth.errors": 0,
     "treesynth.models": 0,
+    "treesynth.io": 0,
     "treesynth.config": 1,
     "treesynth.aio": 1,
     "treesynth.gate": 1,
@@ -99,3 +100,28 @@ def test_every_package_is_listed_and_in_the_wheel(tmp_path: Path) -> None:
     for package in listed:
         assert package.replace(".", "/") + "/__init__.py" in names, package
     assert "treesynth/signatures/criterion.py" in names and "treesynth/py.typed" in names
+
+
+MAX_MODULE_LINES = 400
+MAX_PARAMETERS = 8
+"""Parameters of one function, not counting ``self``/``cls``; ``*args`` and ``**kwargs`` count as one each."""
+
+
+def test_no_module_is_over_the_line_limit() -> None:
+    long = {name: n for name, file in modules().items() if (n := len(file.read_text().splitlines())) > MAX_MODULE_LINES}
+    assert not long, f"modules over {MAX_MODULE_LINES} lines (split them by concern): {long}"
+
+
+def _parameter_count(node: ast.FunctionDef | ast.AsyncFunctionDef) -> int:
+    args = node.args
+    names = [a.arg for a in (*args.posonlyargs, *args.args, *args.kwonlyargs)]
+    count = len(names) + (args.vararg is not None) + (args.kwarg is not None)
+    return count - (bool(names) and names[0] in ("self", "cls"))
+
+
+def test_no_function_takes_more_than_eight_parameters() -> None:
+    crowded = [f"{name}.{node.name} ({_parameter_count(node)})"
+               for name, file in modules().items() if not name.startswith("treesynth.cli")
+               for node in ast.walk(ast.parse(file.read_text()))
+               if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and _parameter_count(node) > MAX_PARAMETERS]
+    assert not crowded, f"functions over {MAX_PARAMETERS} parameters (group them in a frozen dataclass): {crowded}"

@@ -17,7 +17,7 @@ def test_valid_split_has_no_problems() -> None:
 
 def test_every_violation_is_reported() -> None:
     cases = {
-        "repeats ancestor": split("Difficulty level", ("easy", [1]), ("hard", [2])),
+        "repeats the ancestor": split("Difficulty level", ("easy", [1]), ("hard", [2])),
         "duplicate values": split("tone", ("Formal.", [1]), ("formal", [2])),
         "vague values": split("tone", ("formal", [1]), ("Other", [2])),
         "more than one value": split("tone", ("formal", [1, 2]), ("casual", [2])),

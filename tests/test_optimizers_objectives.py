@@ -13,7 +13,6 @@ from treesynth.optimizers.objectives import (
     LeafObjective,
     TextEmbedding,
     make_objective,
-    vendi,
 )
 from treesynth.signatures import Coverage, CriterionSplit, ValueGroup
 
@@ -181,13 +180,3 @@ def test_objectives_are_gepa_metrics_and_scalar_metrics() -> None:
     assert failed.score == 0.0 and "no parseable answer" in failed.feedback
     assert objective.scalar(leaf_example(), None) == 0.0
 
-
-def test_vendi_matches_the_metrics_definition() -> None:
-    import numpy as np
-
-    from treesynth.metrics.embedding import vendi_score
-
-    rng = np.random.default_rng(0)
-    for shape in [(5, 64), (40, 8)]:
-        x = rng.normal(size=shape)
-        assert vendi(x) == pytest.approx(vendi_score(x), rel=1e-9)

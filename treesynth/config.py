@@ -8,7 +8,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from treesynth.errors import ConfigError
+from treesynth.errors import ConfigError, first_validation_error
+from treesynth.io import read_yaml_mapping
 
 Role = Literal["pivots", "criterion", "coverage", "leaf", "routing"]
 ROLES: tuple[Role, ...] = ("pivots", "criterion", "coverage", "leaf", "routing")
@@ -136,23 +137,6 @@ class ModelConfig(_Frozen):
         return override.max_tokens if override is not None and override.max_tokens else self.max_tokens
 
 
-def read_yaml_mapping(path: Path, kind: str, holds: str) -> dict[str, Any]:
-    """The mapping in the YAML (or JSON) file ``path``; errors say which ``kind`` of file and how to fix it.
-
-    Raises:
-        ConfigError: the file is missing, is not valid YAML, or does not hold a mapping (of ``holds``).
-    """
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except FileNotFoundError:
-        raise ConfigError(f"{kind} {path} does not exist") from None
-    except yaml.YAMLError:
-        raise ConfigError(f"{kind} {path}: malformed YAML; fix the syntax") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{kind} {path}: expected a mapping of {holds}")
-    return raw
-
-
 class RunConfig(_Frozen):
     """Everything that shapes a run. Written to ``run.json`` and loadable again with ``--config``."""
 
@@ -181,9 +165,7 @@ class RunConfig(_Frozen):
         try:
             return cls.model_validate(raw)
         except ValidationError as exc:
-            err = exc.errors()[0]
-            key = ".".join(str(p) for p in err["loc"])
-            raise ConfigError(f"{source}: {key}: {err['msg']}") from None
+            raise ConfigError(f"{source}: {first_validation_error(exc)}") from None
 
     def with_overrides(self, overrides: dict[str, Any]) -> RunConfig:
         """Return a copy with dotted-key overrides (``{"tree.depth": 3}``) applied and validated."""

@@ -10,6 +10,11 @@ Every message is one line and names the fix.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
+
 
 class TreeSynthError(Exception):
     """Root of every error treesynth raises on purpose."""
@@ -47,3 +52,17 @@ class PartitionError(TreeSynthError):
 
 class RunStateError(TreeSynthError):
     """The run directory cannot be used (another task's run, corrupt store, unwritable...)."""
+
+
+def first_validation_error(exc: ValidationError, *, with_key: bool = True) -> str:
+    """The first error of a pydantic validation as one line: ``key.path: message``.
+
+    The key is ``(root)`` for the object as a whole; ``with_key=False`` gives the message alone. pydantic's
+    ``Value error, `` prefix (from a validator raising :class:`ValueError`) is dropped.
+    """
+    err = exc.errors()[0]
+    message = str(err["msg"]).removeprefix("Value error, ")
+    if not with_key:
+        return message
+    key = ".".join(str(part) for part in err["loc"]) or "(root)"
+    return f"{key}: {message}"

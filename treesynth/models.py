@@ -9,14 +9,14 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from treesynth.errors import ConfigError
+from treesynth.errors import ConfigError, first_validation_error
+from treesynth.io import read_yaml
 
 _WORD = re.compile(r"[^\w]+", re.UNICODE)
 
@@ -99,19 +99,12 @@ class Task(BaseModel):
         try:
             return cls(description=arg)
         except ValidationError as exc:
-            raise ConfigError(f"task: {exc.errors()[0]['msg'].removeprefix('Value error, ')}") from None
+            raise ConfigError(f"task: {first_validation_error(exc, with_key=False)}") from None
 
     @classmethod
     def from_file(cls, path: Path) -> Task:
         """Load a YAML task file with keys ``description``, optional ``fields`` and ``first_split``."""
-        try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ConfigError(f"task file {path} does not exist; pass a sentence or an existing YAML file") from None
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f" line {mark.line + 1}" if mark is not None else ""
-            raise ConfigError(f"task file {path}{where}: malformed YAML; fix the syntax") from None
+        raw = read_yaml(path, "task file", missing_hint="; pass a sentence or an existing YAML file")
         if isinstance(raw, str):
             raw = {"description": raw}
         if not isinstance(raw, dict):
@@ -119,9 +112,7 @@ class Task(BaseModel):
         try:
             return cls.model_validate(raw)
         except ValidationError as exc:
-            err = exc.errors()[0]
-            key = ".".join(str(p) for p in err["loc"]) or "(root)"
-            raise ConfigError(f"task file {path}: {key}: {err['msg'].removeprefix('Value error, ')}") from None
+            raise ConfigError(f"task file {path}: {first_validation_error(exc)}") from None
 
 
 class Node(BaseModel):
@@ -185,7 +176,12 @@ class Sample(BaseModel):
         """The sample's text (free-text tasks) or its fields joined (structured tasks)."""
         if self.text is not None:
             return self.text
-        return " | ".join(f"{k}: {v}" for k, v in (self.fields or {}).items())
+        return fields_text(self.fields or {})
+
+
+def fields_text(fields: Mapping[str, Any]) -> str:
+    """A structured sample's fields on one line: ``name: value | name: value``."""
+    return " | ".join(f"{k}: {v}" for k, v in fields.items())
 
 
 class PathSpec(BaseModel):

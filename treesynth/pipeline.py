@@ -18,6 +18,7 @@ import dspy
 from treesynth.aio import run_sync
 from treesynth.config import Role, RunConfig
 from treesynth.errors import ConfigError, ProviderError
+from treesynth.io import iter_jsonl
 from treesynth.kernel import RunSession
 from treesynth.models import Node, PathSpec, Sample, Task, Tree
 from treesynth.program import TreeSynthProgram
@@ -64,9 +65,8 @@ class RunResult:
 
     def samples(self) -> Iterator[Sample]:
         """Stream the samples from ``samples.jsonl``."""
-        with (self.out / "samples.jsonl").open(encoding="utf-8") as handle:
-            for line in handle:
-                yield Sample.model_validate_json(line)
+        for _, record in iter_jsonl(self.out / "samples.jsonl", allow_empty=True):
+            yield Sample.model_validate(record)
 
 
 @dataclass
@@ -147,8 +147,8 @@ class TreeSynth:
         planner = LeafPlanner(total=cfg.synthesis.samples, max_depth=cfg.tree.depth,         # leaf allocation
                               level_weight=max(float(cfg.tree.width), infinite_weight))
         builder = TreeBuilder(self.program.tree_modules(), gateway, store, task, cfg.tree, cfg.seed)
-        filler = LeafFiller(SynthesisSource(self.program.leaf, task), gateway, store, planner, task, cfg.synthesis,
-                            cfg.seed, on_progress=lambda: self._count_samples(planner, progress))
+        filler = LeafFiller(SynthesisSource(self.program.leaf, task), gateway, store, planner, task, cfg,
+                            on_progress=lambda: self._count_samples(planner, progress))
         return _Run(task, session, planner, builder, filler, progress, infinite_weight)
 
     async def _grow_and_fill(self, run: _Run, *, fill: bool) -> str | None:

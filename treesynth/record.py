@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from treesynth.errors import ConfigError
+from treesynth.errors import ConfigError, first_validation_error
 from treesynth.store import write_atomic
 
 RECORD_VERSION = 1
@@ -173,6 +173,4 @@ def read_record(path: Path) -> RunRecord:
     except FileNotFoundError:
         raise ConfigError(f"{path} does not exist") from None
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(part) for part in first["loc"])
-        raise ConfigError(f"{path} is not a treesynth run.json ({where}: {first['msg']})") from None
+        raise ConfigError(f"{path} is not a treesynth run.json ({first_validation_error(exc)})") from None

@@ -24,11 +24,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from treesynth.config import RunConfig
-from treesynth.errors import ConfigError
+from treesynth.errors import ConfigError, first_validation_error
+from treesynth.io import read_yaml_mapping
 from treesynth.models import Task
 from treesynth.store import write_atomic, write_jsonl_atomic
 
@@ -56,16 +56,11 @@ class Sweep(BaseModel):
     @classmethod
     def load(cls, path: Path) -> Sweep:
         """Read and validate a sweep file; errors name the file and key."""
+        raw = read_yaml_mapping(path, "sweep file", "sweep settings")
         try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
             sweep = cls.model_validate(raw)
-        except FileNotFoundError:
-            raise ConfigError(f"sweep file {path} does not exist") from None
-        except yaml.YAMLError:
-            raise ConfigError(f"sweep file {path}: malformed YAML; fix the syntax") from None
         except ValidationError as exc:
-            err = exc.errors()[0]
-            raise ConfigError(f"sweep file {path}: {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
+            raise ConfigError(f"sweep file {path}: {first_validation_error(exc)}") from None
         if unknown := [m for m in sweep.methods if m not in METHODS]:
             raise ConfigError(f"sweep file {path}: unknown method {unknown[0]!r}; use {', '.join(METHODS)}")
         if any(size < 1 for size in sweep.sizes):

@@ -51,7 +51,7 @@ def test_pairwise_known_cases() -> None:
     assert mean_pairwise_cosine_distance(opposite) == pytest.approx(2.0)
 
 
-@pytest.mark.parametrize(("n", "d"), [(1, 4), (5, 3), (30, 8), (50, 200)])
+@pytest.mark.parametrize(("n", "d"), [(1, 4), (5, 3), (30, 8), (50, 200), (5, 64), (40, 8)])
 def test_vendi_matches_eigenvalues_of_the_n_by_n_kernel(n: int, d: int) -> None:
     x = np.random.default_rng(d).normal(size=(n, d))
     eig = np.linalg.eigvalsh(brute_kernel(x) / n)

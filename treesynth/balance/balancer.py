@@ -177,8 +177,8 @@ class Balancer:
             await planner.resolve(leaf_id, float(quotas.get(leaf_id, 0)), have=store.leaf_sample_count(leaf_id),
                                   exhausted_at=store.exhausted_at(leaf_id))
         await planner.finish_tree()
-        filler = LeafFiller(SynthesisSource(self.program.leaf, task), gateway, store, planner, task,
-                            self.config.synthesis, self.config.seed, on_progress=lambda: None)
+        filler = LeafFiller(SynthesisSource(self.program.leaf, task), gateway, store, planner, task, self.config,
+                            on_progress=lambda: None)
         await asyncio.gather(*(filler.fill(Leaf(leaf_id, path)) for leaf_id, path in paths.items()))
 
 

@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from treesynth.errors import DataError
-from treesynth.metrics.data import TextSelector, iter_jsonl
+from treesynth.io import iter_jsonl
+from treesynth.metrics.data import TextSelector
 
 RESERVED = ("origin", "leaf_id", "path")
 """Keys balance adds to every output record; an input field with one of these names is refused."""

@@ -22,6 +22,7 @@ import dspy
 from treesynth.aio import run_sync
 from treesynth.config import Role, RunConfig
 from treesynth.errors import ConfigError
+from treesynth.io import iter_lines, json_record
 from treesynth.kernel import RunSession
 from treesynth.models import LeafWork, Node, Task, normalize, stable_seed
 from treesynth.pipeline import RunResult, export_run
@@ -192,24 +193,17 @@ class Baseline:
             await planner.resolve(leaf_id, 1.0, have=store.leaf_sample_count(leaf_id),
                                   exhausted_at=store.exhausted_at(leaf_id))
         await planner.finish_tree()
-        filler = LeafFiller(source, gateway, store, planner, task, self.config.synthesis, self.config.seed,
-                            on_progress=lambda: None, stage=self.method)
+        filler = LeafFiller(source, gateway, store, planner, task, self.config, on_progress=lambda: None,
+                            stage=self.method)
         await asyncio.gather(*(filler.fill(Leaf(leaf_id, path)) for leaf_id, path in paths.items()))
 
 
 def read_personas(path: Path) -> list[str]:
     """Personas from a text file (one per line) or JSONL (``persona`` or ``text`` field)."""
-    import json
-
     personas: list[str] = []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
+    for lineno, line in iter_lines(path):
         if line.lstrip().startswith("{"):
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                raise ConfigError(f"{path}:{lineno}: not valid JSON") from None
+            record = json_record(path, lineno, line)
             line = str(record.get("persona") or record.get("text") or "")
         personas.append(line.strip())
     if not personas:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from treesynth.errors import DataError
+from treesynth.io import iter_jsonl, type_name
 from treesynth.metrics.structure import branch_of_path
 
 SAMPLES_FILE = "samples.jsonl"
@@ -81,39 +82,6 @@ class LoadedDataset:
         if not isinstance(quota, Mapping):
             return None
         return {str(k): float(v) for k, v in quota.items() if isinstance(v, int | float)}
-
-
-def iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """Yield ``(line number, object)`` for each non-blank line of ``path``, streaming.
-
-    Raises:
-        DataError: unreadable file, invalid UTF-8 or JSON, a line that is not a JSON object, or no records.
-    """
-    seen = False
-    try:
-        with path.open(encoding="utf-8") as fh:
-            for lineno, line in enumerate(fh, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise DataError(f"{path}:{lineno}: not valid JSON ({exc.msg} at column {exc.colno})") from exc
-                if not isinstance(obj, dict):
-                    raise DataError(f"{path}:{lineno}: expected a JSON object, got {_type_name(obj)}")
-                seen = True
-                yield lineno, obj
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: not UTF-8 text ({exc.reason})") from exc
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from exc
-    if not seen:
-        raise DataError(f"{path}: empty file, no JSON records")
-
-
-def _type_name(value: Any) -> str:
-    names = {dict: "an object", list: "an array", str: "a string", bool: "a boolean", type(None): "null"}
-    return names.get(type(value), "a number")
 
 
 def _lookup(record: Mapping[str, Any], key: str) -> tuple[bool, Any]:
@@ -176,7 +144,7 @@ class TextSelector:
         if not found:
             raise DataError(f"{path}:{lineno}: missing field {key!r} (fields: {_available(record)})")
         if not isinstance(value, str):
-            raise DataError(f"{path}:{lineno}: field {key!r} is {_type_name(value)}, expected a string")
+            raise DataError(f"{path}:{lineno}: field {key!r} is {type_name(value)}, expected a string")
         return value
 
     @staticmethod
@@ -185,7 +153,7 @@ class TextSelector:
         if not found:
             raise DataError(f"{path}:{lineno}: missing field {name!r} (fields: {_available(record)})")
         if isinstance(value, dict | list) or value is None:
-            raise DataError(f"{path}:{lineno}: field {name!r} is {_type_name(value)}, expected a string or number")
+            raise DataError(f"{path}:{lineno}: field {name!r} is {type_name(value)}, expected a string or number")
         return value
 
 
@@ -211,7 +179,7 @@ class _FieldsJoiner(TextSelector):
 def _structure(path: Path, lineno: int, record: Mapping[str, Any]) -> tuple[str, str]:
     leaf_id = record.get("leaf_id")
     if not isinstance(leaf_id, str):
-        raise DataError(f"{path}:{lineno}: field 'leaf_id' is {_type_name(leaf_id)}, expected a string")
+        raise DataError(f"{path}:{lineno}: field 'leaf_id' is {type_name(leaf_id)}, expected a string")
     steps = record.get("path", [])
     if not isinstance(steps, list) or not all(isinstance(s, dict) and "value" in s for s in steps):
         raise DataError(f"{path}:{lineno}: field 'path' must be a list of {{criterion, value}} objects")
@@ -264,7 +232,7 @@ def _load_json(path: Path) -> dict[str, Any] | None:
     except (OSError, UnicodeDecodeError) as exc:
         raise DataError(f"{path}: cannot read ({exc})") from exc
     if not isinstance(data, dict):
-        raise DataError(f"{path}:1: expected a JSON object, got {_type_name(data)}")
+        raise DataError(f"{path}:1: expected a JSON object, got {type_name(data)}")
     return data
 
 

@@ -84,19 +84,19 @@ def vendi_score(x: FloatArray) -> float:
     """Vendi score with the cosine kernel ``K = X Xᵀ`` (Friedman & Dieng, 2023).
 
     ``VS = exp(−Σₖ λₖ log λₖ)`` where ``λₖ`` are the eigenvalues of ``K / n``. They are computed from the
-    ``d × d`` matrix ``C = XᵀX / n``, which has the same non-zero eigenvalues, so the cost is
-    ``O(n·d² + d³)`` and no ``n × n`` matrix is formed. Eigenvalues below ``1e-12`` are dropped
-    (``0 log 0 = 0``).
+    smaller of ``K / n`` (``n × n``) and ``C = XᵀX / n`` (``d × d``), which have the same non-zero
+    eigenvalues: large sets cost ``O(n·d² + d³)`` and form no ``n × n`` matrix, small sets of
+    high-dimensional vectors cost ``O(n²·d + n³)``. Eigenvalues below ``1e-12`` are dropped (``0 log 0 = 0``).
 
     The score is an effective number of distinct samples: 1 for identical rows, ``n`` for ``n`` orthogonal
     rows (so it is at most ``min(n, d)``). Divide by ``n`` to compare sets of different sizes.
     """
     xn = normalize_rows(x)
-    n = xn.shape[0]
+    n, d = xn.shape
     if n == 0:
         raise ValueError("the Vendi score needs at least 1 sample")
-    cov = (xn.T @ xn) / n
-    eig = np.linalg.eigvalsh(cov)
+    kernel = (xn @ xn.T) / n if n <= d else (xn.T @ xn) / n
+    eig = np.linalg.eigvalsh(kernel)
     eig = eig[eig > 1e-12]
     return float(np.exp(-np.sum(eig * np.log(eig))))
 

@@ -71,7 +71,7 @@ def make_lm(model: str, *, temperature: float, max_tokens: int, api_base: str | 
         spec = local_model(model)
         if not local_model_available(spec.name):
             raise ConfigError(spec.install_hint())
-        from treesynth.providers.local.engine import make_local_lm
+        from treesynth.providers.local.lm import make_local_lm
 
         return make_local_lm(model, temperature=temperature, max_tokens=max_tokens, cache=cache)
     if model.startswith("test/"):

@@ -9,9 +9,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from treesynth.config import SynthesisConfig
+from treesynth.config import RunConfig, SynthesisConfig
 from treesynth.gate import SampleGate
-from treesynth.models import LeafWork, PathSpec, Task, normalize, stable_hash, stable_seed
+from treesynth.models import LeafWork, PathSpec, Task, fields_text, normalize, stable_hash, stable_seed
 from treesynth.providers.gateway import Gateway
 from treesynth.store import Candidate, RunStore
 from treesynth.synthesis.allocate import LeafPlanner, call_budget
@@ -61,17 +61,17 @@ class LeafFiller:
     """
 
     def __init__(self, source: SampleSource, gateway: Gateway, store: RunStore, planner: LeafPlanner,
-                 task: Task, config: SynthesisConfig, seed: int, on_progress: Callable[[], None],
-                 stage: str = "leaf") -> None:
-        """Wire a filler; see the class docstring. ``stage`` names its calls in the ledger."""
+                 task: Task, config: RunConfig, on_progress: Callable[[], None], stage: str = "leaf") -> None:
+        """Wire a filler; see the class docstring. It uses ``config``'s synthesis settings and seed; ``stage``
+        names its calls in the ledger."""
         self.source = source
         self.stage = stage
         self.gateway = gateway
         self.store = store
         self.planner = planner
         self.task = task
-        self.config = config
-        self.seed = seed
+        self.config: SynthesisConfig = config.synthesis
+        self.seed = config.seed
         self._on_progress = on_progress
         self._fields = tuple(task.fields.items())
         self.gate = SampleGate(task=task.description, fields=tuple(task.fields))
@@ -160,4 +160,4 @@ class LeafFiller:
     def _content(sample: dict[str, Any]) -> str:
         if "text" in sample:
             return str(sample["text"])
-        return " | ".join(f"{k}: {v}" for k, v in sample["fields"].items())
+        return fields_text(sample["fields"])

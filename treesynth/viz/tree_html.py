@@ -16,6 +16,7 @@ from html import escape
 from typing import Any
 
 from treesynth.errors import DataError
+from treesynth.metrics.structure import node_label
 
 _CSS = """
 body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:1.5rem auto;max-width:72rem;
@@ -64,12 +65,6 @@ def sample_preview(sample: Mapping[str, Any], limit: int = 300) -> str:
     return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 
-def _label(value: Any) -> str:
-    if isinstance(value, list):
-        return " | ".join(str(v) for v in value)
-    return "root" if value is None else str(value)
-
-
 def _count(node: Mapping[str, Any], by_leaf: Mapping[str, Sequence[Any]], out: dict[int, _Counts]) -> _Counts:
     children = node.get("children") or []
     counts = _Counts()
@@ -108,7 +103,7 @@ class _Renderer:
         self.parts.append("</details>")
 
     def _summary(self, node: Mapping[str, Any], counts: _Counts) -> str:
-        html = f'<span class="val">{escape(_label(node.get("value")))}</span>'
+        html = f'<span class="val">{escape(node_label(node.get("value")))}</span>'
         if node.get("infinite"):
             html += '<span class="badge">infinite</span>'
         criterion = node.get("criterion")

@@ -4,14 +4,9 @@ decoder and engine, one module each. ``import treesynth.providers.local`` import
 from treesynth.providers.local import chat
 from treesynth.providers.local.assembly import default_model_dir, resolve_gguf
 from treesynth.providers.local.chat import gemma_turns, render_gemma_prompt, request_messages
-from treesynth.providers.local.engine import (
-    DEFAULT_MAX_TOKENS,
-    ENGINES,
-    AsyncLlamaCppEngine,
-    LlamaCppEngine,
-    make_local_lm,
-)
+from treesynth.providers.local.engine import DEFAULT_MAX_TOKENS, AsyncLlamaCppEngine, LlamaCppEngine
 from treesynth.providers.local.grammar import GrammarCache, schema_from_response_format
+from treesynth.providers.local.lm import ENGINES, EngineSettings, make_local_lm
 from treesynth.providers.local.registry import (
     DEFAULT_LOCAL_MODEL,
     LOCAL_EXTRA_HINT,
@@ -33,6 +28,7 @@ __all__ = [
     "QWEN_CODER_1_5B",
     "TINY_GEMMA",
     "AsyncLlamaCppEngine",
+    "EngineSettings",
     "GrammarCache",
     "LlamaCppEngine",
     "LocalModel",

@@ -6,7 +6,8 @@
   applies the grammar to the top-k candidates first (see :mod:`.decoder`); ``decoder="llama"`` uses
   llama-cpp-python's ``create_completion``.
 * :class:`AsyncLlamaCppEngine` -- the async counterpart (runs the sync engine in a worker thread).
-* :func:`make_local_lm` -- the ``dspy.LM`` factory for ``local/...`` model strings (see :mod:`.registry`).
+
+The ``dspy.LM`` factory and the process-wide engine registry are in :mod:`.lm`.
 
 Nothing here imports ``llama_cpp`` or a model package at module import time.
 """
@@ -24,12 +25,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import dspy
 from dspy import lm15
 from dspy.clients.engines.base import validate_request
 
 from treesynth.errors import ConfigError
-from treesynth.providers.local.assembly import resolve_gguf
 from treesynth.providers.local.chat import ChatMessage, request_messages, template_renderer
 from treesynth.providers.local.decoder import (
     SEED_MASK,
@@ -42,12 +41,12 @@ from treesynth.providers.local.decoder import (
     prompt_seed,
 )
 from treesynth.providers.local.grammar import GrammarCache, schema_from_response_format
-from treesynth.providers.local.registry import MODELS, LocalModel, local_model
+from treesynth.providers.local.registry import LocalModel
 
 if TYPE_CHECKING:
     from llama_cpp import Llama
 
-__all__ = ["DEFAULT_MAX_TOKENS", "ENGINES", "AsyncLlamaCppEngine", "LlamaCppEngine", "make_local_lm"]
+__all__ = ["DEFAULT_MAX_TOKENS", "AsyncLlamaCppEngine", "LlamaCppEngine"]
 
 logger = logging.getLogger(__name__)
 
@@ -301,7 +300,7 @@ class AsyncLlamaCppEngine:
 
 
 # --------------------------------------------------------------------------------------------
-# the LM factory
+# prompt rendering
 
 
 def _renderer(llama: Llama, spec: LocalModel) -> Callable[[list[ChatMessage]], str]:
@@ -311,88 +310,3 @@ def _renderer(llama: Llama, spec: LocalModel) -> Callable[[list[ChatMessage]], s
 
     return template_renderer(llama.metadata.get("tokenizer.chat_template"), eos_token=token_text(llama.token_eos()),
                              bos_token=token_text(llama.token_bos()), fallback=spec.template)
-
-
-class _EngineRegistry:
-    """One engine (one loaded model) per process per (GGUF path, n_ctx, n_threads, decoder)."""
-
-    def __init__(self) -> None:
-        self._engines: dict[tuple[str, int, int, str], LlamaCppEngine] = {}
-        self._lock = threading.Lock()
-
-    def get(self, path: Path, spec: LocalModel, *, n_ctx: int | None = None, n_threads: int | None = None,
-            decoder: Decoder = "fast") -> LlamaCppEngine:
-        """The shared engine for these settings (created, not loaded, on first request)."""
-        threads = n_threads or default_threads()
-        context = n_ctx or spec.n_ctx
-        key = (str(path.resolve()), context, threads, decoder)
-        with self._lock:
-            engine = self._engines.get(key)
-            if engine is None:
-                engine = LlamaCppEngine(path, spec, n_ctx=context, n_threads=threads, decoder=decoder)
-                self._engines[key] = engine
-            return engine
-
-    def __len__(self) -> int:
-        return len(self._engines)
-
-    def clear(self) -> None:
-        """Close and forget every engine (for tests and long-lived processes)."""
-        with self._lock:
-            engines, self._engines = list(self._engines.values()), {}
-        for engine in engines:
-            engine.close()
-
-
-ENGINES = _EngineRegistry()
-"""The process-wide keyed engine registry (empty until :func:`make_local_lm` runs)."""
-
-
-def make_local_lm(
-    name: str,
-    *,
-    temperature: float,
-    max_tokens: int,
-    cache: bool = True,
-    n_ctx: int | None = None,
-    n_threads: int | None = None,
-    cache_dir: Path | None = None,
-    decoder: Decoder = "fast",
-    **kwargs: Any,
-) -> dspy.LM:
-    """Build a ``dspy.LM`` for an embedded ``local/...`` model (see :data:`~.registry.MODELS`).
-
-    The DSPy model string names the exact weights (``local/<name>@<sha256[:12]>``) so DSPy's cache never
-    mixes results of different weights. The GGUF is assembled on first use, the model loaded lazily on
-    the first call and shared by every LM built for the same GGUF, ``n_ctx`` and ``n_threads``.
-
-    Args:
-        name: A registered model string, e.g. ``local/qwen2.5-coder-1.5b-instruct``.
-        temperature: Default sampling temperature (overridable per call via ``config=``).
-        max_tokens: Default completion budget (capped by ``n_ctx`` minus the prompt).
-        cache: Use DSPy's request cache.
-        n_ctx: Context window of the engine (default: the model's).
-        n_threads: CPU threads (default: usable cores).
-        cache_dir: Where the GGUF is assembled (see :func:`~.assembly.resolve_gguf`).
-        decoder: ``"fast"`` or ``"llama"`` (see :class:`LlamaCppEngine`).
-        **kwargs: Passed to ``dspy.LM`` (e.g. ``num_retries``, ``rollout_id``).
-
-    Raises:
-        ConfigError: unknown local model, or its extra is not installed.
-    """
-    spec = local_model(name)
-    if name not in MODELS:
-        raise ConfigError(f"name the embedded model without a digest: {spec.name}")
-    if importlib.util.find_spec("llama_cpp") is None:
-        raise ConfigError(spec.install_hint())
-    path = resolve_gguf(spec, cache_dir)
-    engine = ENGINES.get(path, spec, n_ctx=n_ctx, n_threads=n_threads, decoder=decoder)
-    return dspy.LM(
-        f"{spec.name}@{spec.digest}",
-        engine=engine,
-        async_engine=AsyncLlamaCppEngine(engine),
-        temperature=temperature,
-        max_tokens=max_tokens,
-        cache=cache,
-        **kwargs,
-    )
