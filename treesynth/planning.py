@@ -1,11 +1,11 @@
-"""``treesynth plan``: what a run will spend before the expensive part is spent.
+"""``treesynth run --dry-run``: what a run will spend before the expensive part is spent.
 
 Tree building is the cheap part of a run (a few calls per internal node), and its outcome decides
 everything else, so a plan *grows the real tree* into the run directory (the following ``run`` reuses it,
 nothing is paid twice) and then projects leaf synthesis exactly from the final allocation: each leaf
 needs ``ceil(missing / k)`` calls per wave until duplicates (rate ``dup_rate``) are topped up.
 ``analytic=True`` makes no call at all and bounds the tree by assuming every node has ``width``
-children.
+children (``--dry-run --analytic``).
 """
 
 from __future__ import annotations

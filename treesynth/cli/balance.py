@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from treesynth.cli import options as opt
-from treesynth.cli._common import cli_errors, fail
+from treesynth.cli._common import cli_command, fail
+from treesynth.cli.options import RunOptions
 
 
 def register(app: typer.Typer) -> None:
@@ -16,23 +17,28 @@ def register(app: typer.Typer) -> None:
     app.command("balance", no_args_is_help=True)(balance)
 
 
+@dataclass(frozen=True)
+class TargetOptions:
+    """How many samples every leaf should end with: ``--per-leaf``, ``--total`` or ``--target-dist``."""
+
+    per_leaf: Annotated[int | None, typer.Option(help="Target samples in every leaf.")] = None
+    total: Annotated[int | None, typer.Option(help="Target total, spread evenly over leaves.")] = None
+    target_dist: Annotated[Path | None, typer.Option(help='JSON {"total": N, "weights": {leaf_id: w}}.')] = None
+
+
+@cli_command(omit=("samples",))
 def balance(
     data: Annotated[Path, typer.Argument(help="The dataset: a JSONL file of records (never modified).")],
     task: Annotated[str, typer.Option("--task", "-t", help="What the data is, in one sentence (or a YAML task "
                                       "file).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output directory (re-use it to resume).")],
+    *,
     tree: Annotated[Path | None, typer.Option(help="Reuse this tree.json instead of building a tree.")] = None,
-    per_leaf: Annotated[int | None, typer.Option(help="Target samples in every leaf.")] = None,
-    total: Annotated[int | None, typer.Option(help="Target total, spread evenly over leaves.")] = None,
-    target_dist: Annotated[Path | None, typer.Option(help='JSON {"total": N, "weights": {leaf_id: w}}.')] = None,
+    target: TargetOptions,
     field: Annotated[str | None, typer.Option(help="Text field to route by, or a template like "
                                               "'{question} {answer}'.")] = None,
     batch_size: Annotated[int, typer.Option(min=1, max=200, help="Samples routed per LLM call.")] = 20,
-    model: opt.Model = None, api_base: opt.ApiBase = None, structured_output: opt.StructuredOutput = None,
-    role_model: opt.RoleModels = None,
-    role_temperature: opt.RoleTemperatures = None, depth: opt.Depth = None, width: opt.Width = None,
-    pivots: opt.Pivots = None, samples_per_call: opt.PerCall = None, concurrency: opt.Concurrency = None,
-    seed: opt.Seed = None, config: opt.Config = None,
+    options: RunOptions,
 ) -> None:
     """Route DATA's samples to the leaves of a tree, downsample crowded leaves and synthesize into sparse ones.
 
@@ -41,13 +47,9 @@ def balance(
     """
     from treesynth.balance import Balancer, BalanceTarget
 
-    with cli_errors():
-        target = BalanceTarget(per_leaf=per_leaf, total=total, distribution=target_dist)
-        cfg = opt.build_config(config, role_models=role_model, role_temperatures=role_temperature, model=model,
-                               api_base=api_base, structured_output=structured_output,
-                               depth=depth, width=width, pivots=pivots, samples=None,
-                               samples_per_call=samples_per_call, concurrency=concurrency, seed=seed)
-        result = Balancer(cfg, batch_size=batch_size).balance(data, task, out, target, text_field=field, tree=tree)
+    goal = BalanceTarget(per_leaf=target.per_leaf, total=target.total, distribution=target.target_dist)
+    result = Balancer(options.to_config(), batch_size=batch_size).balance(data, task, out, goal, text_field=field,
+                                                                          tree=tree)
     counts = result.summary["counts"]
     typer.echo(f"{result.summary['status']}: {counts['samples']} records ({counts['kept']} kept, "
                f"{counts['synthesized']} synthesized) over {counts['leaves']} leaves; {counts['downsampled']} "

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from treesynth.cli._common import cli_errors
+from treesynth.cli._common import cli_command
 
 
 def register(app: typer.Typer) -> None:
@@ -15,6 +15,7 @@ def register(app: typer.Typer) -> None:
     app.command("bench", no_args_is_help=True)(bench)
 
 
+@cli_command()
 def bench(
     sweep_file: Annotated[Path, typer.Argument(help="Sweep YAML (methods, models, sizes, seeds, configs).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Sweep directory (re-use it to resume).")],
@@ -23,10 +24,9 @@ def bench(
     from treesynth.store import prepare_out_dir
     from treesynth.sweep import Sweep, run_sweep
 
-    with cli_errors():
-        sweep = Sweep.load(sweep_file)
-        if out.exists() and any(out.iterdir()) and not (out / "cells").exists():
-            prepare_out_dir(out)  # raises: not a sweep directory
-        out.mkdir(parents=True, exist_ok=True)
-        rows = run_sweep(sweep, out, on_cell=lambda cell, i, n: typer.echo(f"[{i + 1}/{n}] {cell.name}", err=True))
+    sweep = Sweep.load(sweep_file)
+    if out.exists() and any(out.iterdir()) and not (out / "cells").exists():
+        prepare_out_dir(out)  # raises: not a sweep directory
+    out.mkdir(parents=True, exist_ok=True)
+    rows = run_sweep(sweep, out, on_cell=lambda cell, i, n: typer.echo(f"[{i + 1}/{n}] {cell.name}", err=True))
     typer.echo(f"{len(rows)} cells -> {out / 'results.md'}")

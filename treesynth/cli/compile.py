@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from treesynth.cli import options as opt
-from treesynth.cli._common import cli_errors
+from treesynth.cli._common import cli_command
+from treesynth.cli.options import RunOptions
 
 if TYPE_CHECKING:
-    from treesynth.optimizers.compile import CompileReport
+    from treesynth.optimizers.compile import CompileOptions, CompileReport
 
 OptimizerOpt = Annotated[str, typer.Option("--optimizer", help="gepa (reflective instruction evolution) | mipro "
                                            "(MIPROv2) | bootstrap (few-shot demos; needs --demos).")]
@@ -24,56 +25,64 @@ def register(app: typer.Typer) -> None:
     app.command("compile", no_args_is_help=True)(compile_command)
 
 
+@dataclass(frozen=True)
+class OptimizerOptions:
+    """Which optimizer compiles which modules, and how hard it tries."""
+
+    optimizer: OptimizerOpt = "gepa"
+    module: ModulesOpt = None
+    budget: Annotated[int | None, typer.Option(help="GEPA: metric calls per module; MIPROv2: trials per module. "
+                                               "Default: small, scaled to the node count.")] = None
+    demos: Annotated[int, typer.Option(help="Few-shot demos per predictor (0 = instructions only: demos in "
+                                       "generation prompts anchor outputs).")] = 0
+    draws: Annotated[int, typer.Option(help="Examples (seeds) per node.")] = 1
+    threads: Annotated[int, typer.Option(help="Optimizer threads and concurrent measuring calls.")] = 2
+    embedder: Annotated[str, typer.Option(help="Embedder of the objectives: lexical (numpy only) | minilm | "
+                                          "st:<model> | litellm:<model>.")] = "lexical"
+
+    def to_compile_options(self, seed: int) -> CompileOptions:
+        """The optimizer's :class:`CompileOptions` (which validates the names) for a run seeded ``seed``."""
+        from treesynth.optimizers.compile import CompileOptions
+
+        modules = tuple(self.module) if self.module else CompileOptions().modules
+        return CompileOptions(optimizer=self.optimizer,  # type: ignore[arg-type]  # validated by CompileOptions
+                              modules=modules,  # type: ignore[arg-type]
+                              budget=self.budget, demos=self.demos, draws=self.draws, threads=self.threads,
+                              seed=seed, embedder=self.embedder)
+
+
+@cli_command()
 def compile_command(
     tasks: Annotated[list[str], typer.Argument(help="Tasks (sentences or YAML task files) to grow example trees on.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Where to write the compiled program (JSON).")],
-    optimizer: OptimizerOpt = "gepa",
-    module: ModulesOpt = None,
-    budget: Annotated[int | None, typer.Option(help="GEPA: metric calls per module; MIPROv2: trials per module. "
-                                               "Default: small, scaled to the node count.")] = None,
-    demos: Annotated[int, typer.Option(help="Few-shot demos per predictor (0 = instructions only: demos in "
-                                       "generation prompts anchor outputs).")] = 0,
-    draws: Annotated[int, typer.Option(help="Examples (seeds) per node.")] = 1,
-    threads: Annotated[int, typer.Option(help="Optimizer threads and concurrent measuring calls.")] = 2,
-    embedder: Annotated[str, typer.Option(help="Embedder of the objectives: lexical (numpy only) | minilm | "
-                                          "st:<model> | litellm:<model>.")] = "lexical",
+    compiler: OptimizerOptions,
     reflection_model: Annotated[str | None, typer.Option(help="Model that proposes instructions. Default: the "
                                                          "leaf role's model.")] = None,
     work: Annotated[Path | None, typer.Option(help="Directory for the grown example trees (resumable). Default: "
                                               "<out without .json>-trees.")] = None,
-    model: opt.Model = None, api_base: opt.ApiBase = None, structured_output: opt.StructuredOutput = None,
-    role_model: opt.RoleModels = None,
-    role_temperature: opt.RoleTemperatures = None, depth: opt.Depth = None, width: opt.Width = None,
-    pivots: opt.Pivots = None, samples: opt.Samples = None, samples_per_call: opt.PerCall = None,
-    concurrency: opt.Concurrency = None, seed: opt.Seed = None, config: opt.Config = None,
+    *,
+    options: RunOptions,
 ) -> None:
     """Grow small trees on TASKS, compile the program against diversity objectives, save it as JSON.
 
     The tree options shape the example trees (keep them small); the held-out node score of each module is
     printed before and after. Use the result with `treesynth run --program OUT`.
     """
-    with cli_errors():
-        from treesynth.models import Task
-        from treesynth.optimizers.compile import CompileOptions, compile_program
-        from treesynth.optimizers.program_io import save_program
-        from treesynth.providers import make_lm
+    from treesynth.models import Task
+    from treesynth.optimizers.compile import compile_program
+    from treesynth.optimizers.program_io import save_program
+    from treesynth.providers import make_lm
 
-        parsed = [Task.from_arg(t) for t in tasks]
-        cfg = opt.build_config(config, role_models=role_model, role_temperatures=role_temperature, model=model,
-                               api_base=api_base, structured_output=structured_output,
-                               depth=depth, width=width, pivots=pivots, samples=samples,
-                               samples_per_call=samples_per_call, concurrency=concurrency, seed=seed)
-        options = CompileOptions(optimizer=optimizer,  # type: ignore[arg-type]  # validated by CompileOptions
-                                 modules=tuple(module) if module else CompileOptions().modules,  # type: ignore[arg-type]
-                                 budget=budget, demos=demos, draws=draws, threads=threads, seed=cfg.seed,
-                                 embedder=embedder)
-        reflection = None
-        if reflection_model:
-            reflection = make_lm(reflection_model, temperature=1.0, max_tokens=max(2048, cfg.model.max_tokens),
-                                 api_base=cfg.model.api_base)
-        result = compile_program(parsed, cfg, work or out.with_name(out.stem + "-trees"), options,
-                                 reflection_lm=reflection)
-        save_program(result.program, out, compiled=result.report.as_dict())
+    parsed = [Task.from_arg(t) for t in tasks]
+    cfg = options.to_config()
+    compile_options = compiler.to_compile_options(cfg.seed)
+    reflection = None
+    if reflection_model:
+        reflection = make_lm(reflection_model, temperature=1.0, max_tokens=max(2048, cfg.model.max_tokens),
+                             api_base=cfg.model.api_base)
+    result = compile_program(parsed, cfg, work or out.with_name(out.stem + "-trees"),
+                             compile_options, reflection_lm=reflection)
+    save_program(result.program, out, compiled=result.report.as_dict())
     _print_report(result.report, out)
 
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from treesynth.errors import ConfigError, TreeSynthError
+from treesynth.cli._common import cli_command
+from treesynth.errors import ConfigError
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -62,11 +64,6 @@ def register(app: typer.Typer) -> None:
 def _notice(console: Console, message: str) -> None:
     """Print a plain-text notice (no rich markup: install hints contain ``[extras]``)."""
     console.print(f"notice: {message}", markup=False, highlight=False, soft_wrap=True)
-
-
-def _fail(message: str, code: int = 2) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(code)
 
 
 def default_out_dir(inputs: list[Path]) -> Path:
@@ -178,20 +175,25 @@ def _summary(result: EvalResult, files: list[Path], console: Console) -> None:
         console.print(f"wrote {path}", soft_wrap=True, highlight=False, markup=False)
 
 
-def eval_command(
-    data: DataArg,
-    field: FieldOpt = None,
-    out: OutOpt = None,
-    embedder: EmbedderOpt = None,
-    force: ForceOpt = False,
-    dup_threshold: ThresholdOpt = 0.95,
-    projection: ProjectionOpt = "auto",
-    max_plot_points: PointsOpt = 2000,
-    no_plots: NoPlotsOpt = False,
-    cache_dir: CacheOpt = None,
-    no_cache: NoCacheOpt = False,
-    batch_size: BatchOpt = None,
-) -> None:
+@dataclass(frozen=True)
+class EvalFlags:
+    """Every ``eval`` option: which text, where the outputs go, the embedder, the duplicate threshold, the plots."""
+
+    field: FieldOpt = None
+    out: OutOpt = None
+    embedder: EmbedderOpt = None
+    force: ForceOpt = False
+    dup_threshold: ThresholdOpt = 0.95
+    projection: ProjectionOpt = "auto"
+    max_plot_points: PointsOpt = 2000
+    no_plots: NoPlotsOpt = False
+    cache_dir: CacheOpt = None
+    no_cache: NoCacheOpt = False
+    batch_size: BatchOpt = None
+
+
+@cli_command()
+def eval_command(data: DataArg, flags: EvalFlags) -> None:
     """Score the diversity of DATA (JSONL files or run directories) into --out."""
     from rich.console import Console
 
@@ -200,18 +202,13 @@ def eval_command(
     # The command shows its own progress bar; keep Hugging Face's loading bars out of the terminal.
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     console, err_console = Console(), Console(stderr=True)
-    try:
-        _check_options(dup_threshold, projection, max_plot_points)
-        out_dir = out if out is not None else default_out_dir(data)
-        _check_out(out_dir, force)
-        datasets = _load_all(data, field)
-        model = _make_embedder(embedder, batch_size, err_console)
-        cache = None if no_cache else (cache_dir or out_dir / "cache")
-        result = _run_eval(datasets, model, cache, dup_threshold, err_console)
-        images = {} if no_plots else _plots(result, out_dir, projection, max_plot_points, err_console)
-        written = write_outputs(result, out_dir, images)
-    except ConfigError as exc:
-        raise _fail(str(exc)) from None
-    except TreeSynthError as exc:
-        raise _fail(str(exc), code=1) from None
+    _check_options(flags.dup_threshold, flags.projection, flags.max_plot_points)
+    out_dir = flags.out if flags.out is not None else default_out_dir(data)
+    _check_out(out_dir, flags.force)
+    datasets = _load_all(data, flags.field)
+    model = _make_embedder(flags.embedder, flags.batch_size, err_console)
+    cache = None if flags.no_cache else (flags.cache_dir or out_dir / "cache")
+    result = _run_eval(datasets, model, cache, flags.dup_threshold, err_console)
+    images = {} if flags.no_plots else _plots(result, out_dir, flags.projection, flags.max_plot_points, err_console)
+    written = write_outputs(result, out_dir, images)
     _summary(result, [*written.values(), *(out_dir / f for f in images.values())], console)

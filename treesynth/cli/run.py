@@ -8,11 +8,14 @@ from typing import Annotated, Any
 import typer
 
 from treesynth.aio import run_sync
-from treesynth.cli import options as opt
-from treesynth.cli._common import cli_errors, fail
+from treesynth.cli._common import cli_command, fail
+from treesynth.cli.options import RunOptions
 from treesynth.models import Task, stable_hash
 
 DEFAULT_RUNS_DIR = Path("runs")
+
+Out = Annotated[Path | None, typer.Option("--out", "-o", help="Run directory (re-use it to resume). "
+                                          "Default: runs/<task-slug>.")]
 
 
 def default_out(task: Task) -> Path:
@@ -27,13 +30,11 @@ def register(app: typer.Typer) -> None:
     app.command("run", no_args_is_help=True)(run)
 
 
+@cli_command()
 def run(
     task: Annotated[str, typer.Argument(help="The task in one sentence, or a YAML task file.")],
-    model: opt.Model = None, api_base: opt.ApiBase = None, structured_output: opt.StructuredOutput = None,
-    role_model: opt.RoleModels = None,
-    role_temperature: opt.RoleTemperatures = None, depth: opt.Depth = None, width: opt.Width = None,
-    pivots: opt.Pivots = None, samples: opt.Samples = None, samples_per_call: opt.PerCall = None,
-    concurrency: opt.Concurrency = None, seed: opt.Seed = None, out: opt.Out = None, config: opt.Config = None,
+    options: RunOptions,
+    out: Out = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Plan only: grow the tree into --out (a later run "
                                           "reuses it) and print the projected calls, tokens and cost.")] = False,
@@ -44,17 +45,13 @@ def run(
                                                  "compile`).")] = None,
 ) -> None:
     """Build the partition tree for TASK and synthesize a dataset at its leaves."""
-    with cli_errors():
-        parsed = Task.from_arg(task)
-        cfg = opt.build_config(config, role_models=role_model, role_temperatures=role_temperature, model=model,
-                               api_base=api_base, structured_output=structured_output,
-                               depth=depth, width=width, pivots=pivots, samples=samples,
-                               samples_per_call=samples_per_call, concurrency=concurrency, seed=seed)
-        compiled = _load_program(program)
-        if dry_run:
-            _plan(parsed, cfg, out or default_out(parsed), analytic=analytic, as_json=as_json, program=compiled)
-            return
-        result = _execute(parsed, cfg, out or default_out(parsed), quiet, compiled)
+    parsed = Task.from_arg(task)
+    cfg = options.to_config()
+    compiled = _load_program(program)
+    if dry_run:
+        _plan(parsed, cfg, out or default_out(parsed), analytic=analytic, as_json=as_json, program=compiled)
+        return
+    result = _execute(parsed, cfg, out or default_out(parsed), quiet, compiled)
     counts = result.summary["counts"]
     llm = result.summary["llm"]
     typer.echo(f"{result.status}: {counts['samples']}/{counts['target']} samples, {counts['leaves']} leaves, "

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from treesynth.cli._common import cli_errors
+from treesynth.cli._common import cli_command
 from treesynth.errors import ConfigError
 from treesynth.viz.tree_text import render_mermaid, render_text
 
@@ -53,6 +53,7 @@ def _samples(run_dir: Path) -> list[dict[str, Any]]:
 
 
 @tree_app.command("show", no_args_is_help=True)
+@cli_command()
 def show(
     path: Annotated[Path, typer.Argument(help="A run directory or a tree.json file.")],
     fmt: Annotated[Format, typer.Option("--format", "-f", help="Output format.")] = Format.text,
@@ -60,20 +61,19 @@ def show(
     = None,
 ) -> None:
     """Show the partition tree of a run."""
-    with cli_errors():
-        tree, run_dir = load_tree(path)
-        if fmt is Format.json:
-            rendered = json.dumps(tree, indent=2, ensure_ascii=False)
-        elif fmt is Format.mermaid:
-            rendered = render_mermaid(tree["root"])
-        elif fmt is Format.html:
-            from treesynth.viz.tree_html import render_tree_html
+    tree, run_dir = load_tree(path)
+    if fmt is Format.json:
+        rendered = json.dumps(tree, indent=2, ensure_ascii=False)
+    elif fmt is Format.mermaid:
+        rendered = render_mermaid(tree["root"])
+    elif fmt is Format.html:
+        from treesynth.viz.tree_html import render_tree_html
 
-            rendered = render_tree_html(tree, _samples(run_dir))
-        else:
-            rendered = render_text(tree["root"])
-        if output is None:
-            typer.echo(rendered)
-        else:
-            output.write_text(rendered, encoding="utf-8")
-            typer.echo(f"wrote {output}", err=True)
+        rendered = render_tree_html(tree, _samples(run_dir))
+    else:
+        rendered = render_text(tree["root"])
+    if output is None:
+        typer.echo(rendered)
+    else:
+        output.write_text(rendered, encoding="utf-8")
+        typer.echo(f"wrote {output}", err=True)
