@@ -37,14 +37,23 @@ class Progress:
     """Live counters handed to the progress callback."""
 
     target: int
+    """Samples the run must deliver."""
     nodes: int = 0
+    """Nodes finished so far (expanded or final leaves)."""
     leaves: int = 0
-    samples: int = 0
-    calls: int = 0
-    failed_calls: int = 0
-    tokens: int = 0
-    cost_usd: float | None = 0.0
+    """Leaves final so far."""
     tree_done: bool = False
+    """Tree building has finished."""
+    samples: int = 0
+    """Samples accepted so far."""
+    calls: int = 0
+    """LLM calls so far (failed ones included)."""
+    failed_calls: int = 0
+    """LLM calls that failed after every retry."""
+    tokens: int = 0
+    """Prompt plus completion tokens so far."""
+    cost_usd: float | None = 0.0
+    """Estimated cost so far; ``None`` once a model's prices are unknown."""
 
 
 @dataclass

@@ -6,23 +6,19 @@ recalls them (see :class:`treesynth.optimizers.objectives.CoverageObjective`).
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from treesynth.io import read_yaml_mapping
 from treesynth.models import FirstSplit, Task
 
-SPLIT_TASKS: dict[str, tuple[str, list[str]]] = {
-    "GSM8K-style grade-school math word problems": (
-        "operation", ["addition", "subtraction", "multiplication", "division", "fractions", "percentages"]),
-    "Trivia questions about world geography": (
-        "continent", ["Africa", "Asia", "Europe", "North America", "South America", "Oceania"]),
-    "Simple Python programming exercises": (
-        "topic", ["strings", "lists", "dictionaries", "loops", "functions", "recursion"]),
-    "Short customer-support questions about a bank account": (
-        "topic", ["card", "loan", "transfer", "deposit", "fees", "login"]),
-    "Recipe requests for home cooking": (
-        "cuisine", ["Italian", "Mexican", "Indian", "Chinese", "French", "Japanese"]),
-    "Quiz questions about sports rules": (
-        "sport", ["football", "tennis", "basketball", "cricket", "golf", "swimming"]),
-}
-"""Task description -> (criterion, values) of its first split."""
+
+def _read() -> dict[str, tuple[str, list[str]]]:
+    raw = read_yaml_mapping(Path(__file__).with_name("split_tasks.yaml"), "task table", "task -> {criterion: values}")
+    return {task: next(iter(split.items())) for task, split in raw.items()}
+
+
+SPLIT_TASKS: dict[str, tuple[str, list[str]]] = _read()
+"""Task description -> (criterion, values) of its first split (from ``split_tasks.yaml``)."""
 
 
 def split_tasks() -> list[Task]:

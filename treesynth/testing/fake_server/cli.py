@@ -7,10 +7,26 @@ import asyncio
 import logging
 import signal
 from collections.abc import Iterable, Sequence
+from dataclasses import fields
 
 from treesynth.errors import ConfigError
 from treesynth.testing.fake_server.app import AsyncFakeServer
 from treesynth.testing.fake_server.faults import RESPONSE_FORMAT_DIALECTS, FaultConfig
+
+FLAG_HELP: dict[str, str] = {
+    "latency_ms": "mean latency per response",
+    "jitter_ms": "uniform jitter in [-j, +j] around the latency",
+    "rate_429": "probability of a 429",
+    "retry_after": "seconds announced in a 429's Retry-After header",
+    "rate_500": "probability of a 500",
+    "rate_hang": "probability of holding the answer back --hang-seconds",
+    "hang_seconds": "length of a hang",
+    "rate_malformed": "probability of an HTTP 200 whose body is not valid JSON",
+    "seed": "seed of the fault draws",
+    "response_format_dialect": "structured output the server takes: json_schema (OpenAI's; default) or "
+                               "json_object_schema (llama-cpp-python's: json_schema gets HTTP 500)",
+}
+"""Help of each fault flag (one per :class:`FaultConfig` field)."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -18,26 +34,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m treesynth.testing.fake_server",
                                      description="Fake OpenAI-compatible server answering with treesynth's fake "
                                                  "model, with seeded latency and fault injection.")
-    defaults = FaultConfig()
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
     parser.add_argument("--port", type=int, default=0, help="port to bind; 0 picks a free one (default: 0)")
-    parser.add_argument("--latency-ms", type=float, default=defaults.latency_ms, help="mean latency per response")
-    parser.add_argument("--jitter-ms", type=float, default=defaults.jitter_ms,
-                        help="uniform jitter in [-j, +j] around the latency")
-    parser.add_argument("--rate-429", type=float, default=defaults.rate_429, help="probability of a 429")
-    parser.add_argument("--retry-after", type=float, default=defaults.retry_after,
-                        help="seconds announced in a 429's Retry-After header")
-    parser.add_argument("--rate-500", type=float, default=defaults.rate_500, help="probability of a 500")
-    parser.add_argument("--rate-hang", type=float, default=defaults.rate_hang,
-                        help="probability of holding the answer back --hang-seconds")
-    parser.add_argument("--hang-seconds", type=float, default=defaults.hang_seconds, help="length of a hang")
-    parser.add_argument("--rate-malformed", type=float, default=defaults.rate_malformed,
-                        help="probability of an HTTP 200 whose body is not valid JSON")
-    parser.add_argument("--seed", type=int, default=defaults.seed, help="seed of the fault draws")
-    parser.add_argument("--response-format-dialect", choices=RESPONSE_FORMAT_DIALECTS,
-                        default=defaults.response_format_dialect,
-                        help="structured output the server takes: json_schema (OpenAI's; default) or "
-                             "json_object_schema (llama-cpp-python's: json_schema gets HTTP 500)")
+    defaults = FaultConfig()
+    for spec in fields(FaultConfig):  # one flag per fault setting, named after it
+        default = getattr(defaults, spec.name)
+        choices = RESPONSE_FORMAT_DIALECTS if spec.name == "response_format_dialect" else None
+        parser.add_argument("--" + spec.name.replace("_", "-"), type=type(default), default=default, choices=choices,
+                            help=FLAG_HELP[spec.name])
     parser.add_argument("--log-interval", type=float, default=10.0, help="seconds between request-count logs")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return parser
@@ -45,10 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def config_from_args(args: argparse.Namespace) -> FaultConfig:
     """The :class:`FaultConfig` described by parsed command-line ``args``."""
-    return FaultConfig(latency_ms=args.latency_ms, jitter_ms=args.jitter_ms, rate_429=args.rate_429,
-                       retry_after=args.retry_after, rate_500=args.rate_500, rate_hang=args.rate_hang,
-                       hang_seconds=args.hang_seconds, rate_malformed=args.rate_malformed, seed=args.seed,
-                       response_format_dialect=args.response_format_dialect)
+    return FaultConfig(**{spec.name: getattr(args, spec.name) for spec in fields(FaultConfig)})
 
 
 async def serve(config: FaultConfig, *, host: str = "127.0.0.1", port: int = 0, log_interval: float = 10.0,
