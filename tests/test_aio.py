@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import inspect
 import threading
 from concurrent.futures import CancelledError, ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
-from treesynth.aio import LoopThread, run_sync
+from treesynth.aio import LoopThread, run_sync, spawn
 from treesynth.config import RunConfig
 from treesynth.pipeline import TreeSynth
 
@@ -113,3 +114,30 @@ def test_treesynth_run_works_inside_a_running_event_loop(tmp_path: Path) -> None
 
     assert asyncio.run(notebook_cell()) == "complete"
     assert len((tmp_path / "run" / "samples.jsonl").read_text().splitlines()) == 6
+
+
+async def test_spawn_into_a_group_that_is_shutting_down_closes_the_coroutine() -> None:
+    """A task that keeps going after its group aborted (a sibling failed) must not leak an un-awaited coroutine."""
+    late: list[tuple[bool, str]] = []
+
+    async def child() -> None:
+        raise AssertionError("never runs")
+
+    async def failing() -> None:
+        raise ValueError("boom")
+
+    async def survivor(group: asyncio.TaskGroup) -> None:
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:  # the group aborts: start no new work, and leave nothing dangling
+            coroutine = child()
+            late.append((spawn(group, coroutine), inspect.getcoroutinestate(coroutine)))
+            raise
+
+    with pytest.raises(ExceptionGroup) as caught:
+        async with asyncio.TaskGroup() as group:
+            assert spawn(group, survivor(group))
+            await asyncio.sleep(0)
+            spawn(group, failing())
+    assert [type(e) for e in caught.value.exceptions] == [ValueError], "only the real error surfaces"
+    assert late == [(False, inspect.CORO_CLOSED)]

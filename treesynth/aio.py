@@ -22,6 +22,21 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 
+def spawn(group: asyncio.TaskGroup, coroutine: Coroutine[Any, Any, Any]) -> bool:
+    """Start ``coroutine`` in ``group``; if the group is already shutting down (a sibling failed), close it.
+
+    ``TaskGroup.create_task`` raises on a group that is aborting and leaves the coroutine never awaited
+    (a ``RuntimeWarning`` at garbage collection). Work that would start then is moot: the group re-raises
+    the sibling's error. Returns whether the task was started.
+    """
+    try:
+        group.create_task(coroutine)
+    except RuntimeError:
+        coroutine.close()
+        return False
+    return True
+
+
 def run_sync(make: Callable[[], Awaitable[T]]) -> T:
     """Run the coroutine ``make()`` to completion from sync code.
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import dspy
 
-from treesynth.aio import run_sync
+from treesynth.aio import run_sync, spawn
 from treesynth.config import Role, RunConfig
 from treesynth.errors import ConfigError, ProviderError
 from treesynth.io import iter_jsonl
@@ -181,7 +181,7 @@ class TreeSynth:
                     await planner.resolve(node.id, run.weight(path), have=run.store.leaf_sample_count(node.id),
                                           exhausted_at=run.store.exhausted_at(node.id))
                     if fill:
-                        fills.create_task(run.filler.fill(Leaf(node.id, path)))
+                        spawn(fills, run.filler.fill(Leaf(node.id, path)))
 
                 await run.builder.build(on_pending=on_pending, on_leaf=on_leaf, on_expanded=on_expanded)
                 progress.tree_done = True

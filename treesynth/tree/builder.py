@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from treesynth.aio import spawn
 from treesynth.config import TreeConfig
 from treesynth.gate import SampleGate
 from treesynth.models import Node, PathSpec, Task, stable_hash, stable_seed
@@ -120,7 +121,7 @@ class TreeBuilder:
             for child, child_path in zip(node.children, child_paths, strict=True):
                 self._spawn(group, child, child_path, on_pending, on_leaf, on_expanded)
 
-        group.create_task(expand())
+        spawn(group, expand())  # not once a sibling has failed and the group is shutting down
 
     @staticmethod
     def _child_paths(node: Node, path: tuple[PathSpec, ...]) -> list[tuple[PathSpec, ...]]:
