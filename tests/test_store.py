@@ -114,12 +114,18 @@ def test_originals_are_kept_once_and_block_synthetic_duplicates(store: RunStore)
     assert texts(store, "other") == ["B problem", "C problem"]
 
 
-def test_a_reopened_store_keeps_everything_and_refuses_another_identity(tmp_path: Path) -> None:
+def _store_with_one_sample(tmp_path: Path) -> Path:
+    """A closed run store in ``tmp_path / "run"`` holding one accepted sample, ``A``, in leaf ``leaf``."""
     out = tmp_path / "run"
-    first = RunStore.open(out, IDENTITY)
-    first.save_leaf_call("leaf", 0, [cand("A")])
-    first.accept("leaf", 1)
-    first.close()
+    store = RunStore.open(out, IDENTITY)
+    store.save_leaf_call("leaf", 0, [cand("A")])
+    store.accept("leaf", 1)
+    store.close()
+    return out
+
+
+def test_a_reopened_store_keeps_everything_and_refuses_another_identity(tmp_path: Path) -> None:
+    out = _store_with_one_sample(tmp_path)
     again = RunStore.open(out, IDENTITY)
     try:
         assert texts(again, "leaf") == ["A"] and again.leaf_call_indexes("leaf") == {0}
@@ -188,11 +194,7 @@ def test_a_new_store_records_the_current_schema_version(tmp_path: Path) -> None:
 
 
 def _newer_store(tmp_path: Path) -> Path:
-    out = tmp_path / "run"
-    store = RunStore.open(out, IDENTITY)
-    store.save_leaf_call("leaf", 0, [cand("A")])
-    store.accept("leaf", 1)
-    store.close()
+    out = _store_with_one_sample(tmp_path)
     raw(out / DB_NAME, "UPDATE meta SET value=? WHERE key='schema_version'", str(SCHEMA_VERSION + 1))
     return out
 

@@ -16,6 +16,10 @@ if TYPE_CHECKING:
     from pydantic import ValidationError
 
 
+RESUME_HINT = "re-run the same command with the same --out to resume"
+"""How every interrupted or unfinished run, sweep and study is resumed (``run.json`` and the CLI say it)."""
+
+
 class TreeSynthError(Exception):
     """Root of every error treesynth raises on purpose."""
 

@@ -5,7 +5,7 @@ Every kind of run (``run``, ``balance``, a baseline, a tune trial) is a small pr
 
     async with RunSession.open(out, identity, config, kind="run") as session:
         ...                                   # calls via session.gateway, writes via session.store
-        session.write_record(status="complete", counts=Counts(...))
+        session.write_record(session.record(status="complete", counts=Counts(...)))
 
 The session owns the wiring the entry points used to repeat: it opens (and closes) the resumable
 :class:`~treesynth.store.RunStore`, records every call in its ledger, builds one
@@ -26,14 +26,13 @@ from typing import Any
 import dspy
 
 from treesynth.config import ModelConfig, Role, RunConfig
+from treesynth.errors import RESUME_HINT
 from treesynth.models import Task
 from treesynth.providers import CallRecord, Gateway, RetryPolicy, StructuredOutputs, make_role_lms
 from treesynth.providers.context import lm_context
 from treesynth.record import Counts, Ledger, RunKind, RunRecord, RunStatus, Timings, write_record
 from treesynth.store import RunStore
 from treesynth.summary import priced_ledger, versions
-
-RESUME_HINT = "re-run the same command with the same --out to resume"
 
 
 def retry_policy(model: ModelConfig) -> RetryPolicy:

@@ -26,9 +26,9 @@ try:  # typer >= 0.29 vendors its own click; re-exported for cli/__init__
 except ImportError:  # pragma: no cover - older typer uses the click package
     from click.exceptions import ClickException, NoArgsIsHelpError  # type: ignore[assignment]  # noqa: F401
 
-from treesynth.errors import ConfigError, TreeSynthError
+from treesynth.errors import RESUME_HINT, ConfigError, TreeSynthError
 
-INTERRUPTED = "interrupted; re-run the same command with the same --out to resume"
+INTERRUPTED = f"interrupted; {RESUME_HINT}"
 """The line a Ctrl-C leaves (exit 130): every run directory, sweep and study resumes where it stopped."""
 
 Command = Callable[..., None]
