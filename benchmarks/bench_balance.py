@@ -19,6 +19,7 @@ from pathlib import Path
 from treesynth.balance import Balancer, BalanceTarget
 from treesynth.config import RunConfig
 from treesynth.models import FirstSplit, Task
+from treesynth.wording import plural
 
 
 def skewed(path: Path, n: int) -> None:
@@ -28,6 +29,10 @@ def skewed(path: Path, n: int) -> None:
             level = rng.choices(["easy", "medium", "hard"], [85, 12, 3])[0]
             op = rng.choices(["addition", "subtraction", "multiplication", "division"], [70, 20, 5, 5])[0]
             handle.write(json.dumps({"text": f"A {level} {op} word problem, number {i}."}) + "\n")
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
 
 
 def main() -> None:
@@ -51,8 +56,8 @@ def main() -> None:
           f"{routing['decisions']:,} decisions = {routing['calls_per_sample_per_level']:.4f} calls per sample per "
           f"level ({1 / max(routing['calls_per_sample_per_level'], 1e-9):.0f}x fewer than one call per sample per "
           f"level); {seconds:.1f} s")
-    print(f"leaves {summary['counts']['leaves']}: normalized entropy {before['normalized_entropy']:.3f} -> "
-          f"{after['normalized_entropy']:.3f}, gini {before['gini']:.3f} -> {after['gini']:.3f}, empty leaves "
+    print(f"{plural(summary['counts']['leaves'], 'leaf')}: normalized entropy {_fmt(before['normalized_entropy'])} "
+          f"-> {_fmt(after['normalized_entropy'])}, gini {_fmt(before['gini'])} -> {_fmt(after['gini'])}, empty leaves "
           f"{before['empty_leaves']} -> {after['empty_leaves']}; kept {summary['counts']['kept']}, synthesized "
           f"{summary['counts']['synthesized']}, unrouted {summary['counts']['unrouted']}")
 

@@ -71,3 +71,52 @@ def test_exhausted_leaf_shortfall_moves_to_other_leaves() -> None:
         assert planner.settled() and planner.shortfall() == 0
 
     asyncio.run(scenario())
+
+
+def test_groups_get_equal_shares_however_many_leaves_they_grow() -> None:
+    # issue 15 #1: a predefined first split's values are groups; an early leaf (one leaf) and a subtree of four
+    # leaves, one of them under an infinite step (weight 4), still get the same share of n
+    async def scenario() -> None:
+        planner = LeafPlanner(total=100, level_weight=4, max_depth=2)
+        planner.add_pending("root", 0, 1)
+        for group in ("algebra", "geometry", "number theory"):
+            planner.add_pending(group, 1, 1, group)
+        await planner.resolve("root")
+        await planner.resolve("algebra", leaf_weight=1)  # an early leaf: its whole group
+        early = planner.quota("algebra")
+        for leaf, weight in (("g1", 1), ("g2", 1), ("g3", 1), ("g4", 4)):
+            planner.add_pending(leaf, 2, weight, "geometry")
+        await planner.resolve("geometry")
+        for leaf, weight in (("g1", 1), ("g2", 1), ("g3", 1), ("g4", 4)):
+            await planner.resolve(leaf, leaf_weight=weight)
+        planner.add_pending("n1", 2, 1, "number theory")
+        planner.add_pending("n2", 2, 1, "number theory")
+        await planner.resolve("number theory")
+        await planner.resolve("n1", leaf_weight=1)
+        safe = planner.quotas()
+        await planner.resolve("n2", leaf_weight=1)
+        await planner.finish_tree()
+        final = planner.quotas()
+        assert planner.group_totals() == {"algebra": 34, "geometry": 33, "number theory": 33}
+        assert final["algebra"] == 34 and early <= 34
+        assert sum(final[g] for g in ("g1", "g2", "g3", "g4")) == 33 and final["g4"] == 19  # 4/7 of 33
+        assert final["n1"] + final["n2"] == 33
+        assert all(safe[k] <= final[k] for k in safe)
+
+    asyncio.run(scenario())
+
+
+def test_an_exhausted_leafs_shortfall_stays_in_its_group() -> None:
+    async def scenario() -> None:
+        planner = LeafPlanner(total=40, level_weight=2, max_depth=1)
+        for leaf, group in (("a1", "a"), ("a2", "a"), ("b1", "b"), ("b2", "b")):
+            planner.add_pending(leaf, 1, 1, group)
+            await planner.resolve(leaf, leaf_weight=1)
+        await planner.finish_tree()
+        assert planner.quotas() == {"a1": 10, "a2": 10, "b1": 10, "b2": 10}
+        await planner.exhaust("a1", 4)
+        assert planner.quotas() == {"a1": 4, "a2": 16, "b1": 10, "b2": 10}  # group a keeps its 20
+        await planner.exhaust("a2", 6)
+        assert planner.quotas() == {"a1": 4, "a2": 6, "b1": 15, "b2": 15}  # group a is spent: b takes the rest
+
+    asyncio.run(scenario())

@@ -94,6 +94,12 @@ class _Run:
         """Allocation weight of a leaf: ``infinite_weight`` per infinite step on its path."""
         return float(self.infinite_weight ** sum(1 for step in path if step.value is None))
 
+    def group(self, path: tuple[PathSpec, ...]) -> str:
+        """Allocation group of a node: its predefined first-split value (each gets an equal share), else ``""``."""
+        if self.task.first_split is None or not path or path[0].value is None:
+            return ""
+        return path[0].value
+
     @property
     def store(self) -> RunStore:
         """The run's store."""
@@ -165,7 +171,7 @@ class TreeSynth:
         planner, progress = run.planner, run.progress
 
         def on_pending(node: Node, path: tuple[PathSpec, ...]) -> None:
-            planner.add_pending(node.id, node.depth, run.weight(path))
+            planner.add_pending(node.id, node.depth, run.weight(path), run.group(path))
 
         async def on_expanded(node: Node, path: tuple[PathSpec, ...]) -> None:
             progress.nodes += 1

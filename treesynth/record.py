@@ -35,6 +35,8 @@ class Counts(_Strict):
     leaves: int = Field(0, description="leaves (atomic subspaces) of the tree")
     max_depth: int = Field(0, description="depth of the deepest node")
     early_leaves: int = Field(0, description="leaves that stopped before the depth limit")
+    infinite_splits: int = Field(0, description="splits whose values became one infinite child (more values than "
+                                                "the width, or unbounded): drawn per call, not separate branches")
     duplicates_removed: int = Field(0, description="candidates dropped as exact or normalized duplicates")
     unused_candidates: int = Field(0, description="accepted-but-unneeded candidates kept in the store")
     rejected: int = Field(0, description="candidates and pivots the sample gate turned away")
@@ -95,8 +97,8 @@ class BalanceInput(_Strict):
 class Distribution(_Strict):
     """How evenly samples spread over the leaves."""
 
-    normalized_entropy: float
-    gini: float
+    normalized_entropy: float | None = Field(description="H / log L over the leaves; None (n/a) for one leaf")
+    gini: float | None = Field(description="Gini coefficient over the leaves; None (n/a) for one leaf")
     empty_leaves: int
     samples: int
 

@@ -6,7 +6,7 @@ import platform
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-from treesynth.models import Tree
+from treesynth.models import Node, Tree
 from treesynth.providers.pricing import estimate_cost
 from treesynth.record import Counts, RunStatus
 from treesynth.store import RunStore
@@ -62,4 +62,10 @@ def run_counts(*, tree: Tree, store: RunStore, n_samples: int, target: int,
         unused_candidates=candidates.get("new", 0), **rejection_counts(store),
         max_depth=max(node.depth for node in tree.root.walk()),
         early_leaves=sum(1 for leaf in leaves if leaf.leaf_reason not in (None, "max depth")),
+        infinite_splits=sum(1 for node in tree.root.walk() if is_infinite_split(node)),
     )
+
+
+def is_infinite_split(node: Node) -> bool:
+    """Whether ``node``'s split became a single infinite child instead of separate branches."""
+    return len(node.children) == 1 and node.children[0].infinite

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from treesynth.metrics.report import render_markdown
 from treesynth.metrics.structure import (
     branch_of_path,
     coverage_at_quota,
@@ -50,17 +51,29 @@ def test_gini_matches_the_pairwise_definition(values: list[float]) -> None:
 def test_gini_known_cases() -> None:
     assert gini([4, 4, 4, 4]) == 0.0
     assert gini([0, 0, 0, 8]) == pytest.approx(3 / 4)
-    assert gini([]) == 0.0
-    assert gini([0, 0]) == 0.0
+    assert gini([]) is None
+    assert gini([0, 0]) is None
 
 
 def test_normalized_entropy() -> None:
     assert normalized_entropy([5, 5, 5, 5]) == pytest.approx(1.0)
     assert normalized_entropy([9, 0, 0]) == 0.0
-    assert normalized_entropy([7]) == 1.0
-    assert normalized_entropy([]) == 0.0
+    assert normalized_entropy([]) is None
     p = [0.5, 0.25, 0.25]
     assert normalized_entropy([2, 1, 1]) == pytest.approx(-sum(q * math.log(q) for q in p) / math.log(3))
+
+
+def test_one_leaf_has_no_balance_to_measure() -> None:
+    # issue 15 #9: a one-leaf run reported normalised entropy 1.0 and Gini 0.0, i.e. "perfect balance"
+    assert normalized_entropy([7]) is None and gini([7]) is None
+    tree = {"root": node("r", None, [node("only", ["x", "y", "z"], infinite=True)])}
+    s = structure_summary(["only"] * 5, ["x", "y", "x", "z", "y"], tree=tree)
+    assert s["leaf_count"] == 1 and s["normalized_entropy"] is None and s["gini"] is None
+    report = render_markdown({"embedder": "lexical", "options": {"duplicate_threshold": 0.9, "bleu_max_n": 4},
+                              "datasets": [{"name": "one", "kind": "run", "source": "r", "field": "text",
+                                            "samples": 5, "structure": s}]})
+    assert "normalised leaf entropy n/a, Gini n/a" in report
+    assert "| Leaf entropy (normalised) | ↑ | n/a |" in report and "| Leaf Gini | ↓ | n/a |" in report
 
 
 def test_coverage_at_quota() -> None:

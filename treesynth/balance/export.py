@@ -15,7 +15,7 @@ from treesynth.metrics.structure import gini, normalized_entropy
 from treesynth.models import Node, PathStep, Task, Tree
 from treesynth.record import BalanceInput, Counts, Distribution, Distributions, RoutingStats
 from treesynth.store import RunStore, write_atomic, write_jsonl_atomic
-from treesynth.summary import rejection_counts
+from treesynth.summary import is_infinite_split, rejection_counts
 
 STATUSES = ("kept", "downsampled", "duplicate", "unrouted")
 
@@ -68,6 +68,7 @@ def _record(session: RunSession, outcome: BalanceOutcome, tree: Tree, n_out: int
     shortfall = sum(max(0, q - after.get(leaf, 0)) for leaf, q in quotas.items())
     counts = Counts(samples=n_out, target=sum(quotas.values()), shortfall=shortfall, nodes=tree.node_count(),
                     leaves=len(before), max_depth=max(node.depth for node in tree.root.walk()),
+                    infinite_splits=sum(1 for node in tree.root.walk() if is_infinite_split(node)),
                     input=len(dataset.records), **tally, synthesized=n_out - tally["kept"], **rejection_counts(store))
     return session.record(status="complete" if shortfall == 0 else "partial", counts=counts, task=outcome.task,
                           allocation={"quota": quotas},

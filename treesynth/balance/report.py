@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from treesynth.store import write_atomic
+from treesynth.wording import plural
 
 logger = logging.getLogger(__name__)
 
@@ -19,7 +20,7 @@ def write_report(out: Path, summary: dict[str, Any], before: dict[str, int], aft
         f"# Balance report: {summary['task']['description']}",
         "",
         f"Input `{summary['input']['path']}`: {counts['input']} records (text: `{summary['input']['field']}`).",
-        f"Status: **{summary['status']}**; output {counts['samples']} records over {counts['leaves']} leaves "
+        f"Status: **{summary['status']}**; output {counts['samples']} records over {plural(counts['leaves'], 'leaf')} "
         f"(target {counts['target']}, shortfall {counts['shortfall']}).",
         "",
         "| input records | count |",
@@ -45,6 +46,8 @@ def write_report(out: Path, summary: dict[str, Any], before: dict[str, int], aft
 
 
 def _fmt(value: Any) -> str:
+    if value is None:
+        return "n/a"
     return f"{value:.3f}" if isinstance(value, float) else str(value)
 
 

@@ -10,6 +10,7 @@ import typer
 
 from treesynth.cli._common import cli_command, fail
 from treesynth.cli.options import RunOptions
+from treesynth.wording import plural
 
 
 def register(app: typer.Typer) -> None:
@@ -52,7 +53,7 @@ def balance(
                                                                           tree=tree)
     counts = result.summary["counts"]
     typer.echo(f"{result.summary['status']}: {counts['samples']} records ({counts['kept']} kept, "
-               f"{counts['synthesized']} synthesized) over {counts['leaves']} leaves; {counts['downsampled']} "
+               f"{counts['synthesized']} synthesized) over {plural(counts['leaves'], 'leaf')}; {counts['downsampled']} "
                f"downsampled, {counts['duplicate']} duplicates, {counts['unrouted']} unrouted -> {result.out}")
     if result.summary["status"] != "complete":
         fail(f"balance is partial (shortfall of {counts['shortfall']}); re-run the same command to resume", 1)

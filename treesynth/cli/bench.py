@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from treesynth.cli._common import cli_command
+from treesynth.wording import plural
 
 
 def register(app: typer.Typer) -> None:
@@ -29,4 +30,4 @@ def bench(
         prepare_out_dir(out)  # raises: not a sweep directory
     out.mkdir(parents=True, exist_ok=True)
     rows = run_sweep(sweep, out, on_cell=lambda cell, i, n: typer.echo(f"[{i + 1}/{n}] {cell.name}", err=True))
-    typer.echo(f"{len(rows)} cells -> {out / 'results.md'}")
+    typer.echo(f"{plural(len(rows), 'cell')} -> {out / 'results.md'}")

@@ -10,6 +10,7 @@ import typer
 
 from treesynth.cli._common import cli_command
 from treesynth.cli.options import RunOptions
+from treesynth.wording import plural
 
 if TYPE_CHECKING:
     from treesynth.optimizers.compile import CompileOptions, CompileReport
@@ -88,8 +89,9 @@ def compile_command(
 
 def _print_report(report: CompileReport, out: Path) -> None:
     grow = report.grow
-    typer.echo(f"grew {grow['trees']} tree(s): {grow['nodes']} nodes, {grow['leaves']} leaves, {grow['samples']} "
-               f"samples, {grow['calls']} calls")
+    typer.echo(f"grew {plural(grow['trees'], 'tree')}: {plural(grow['nodes'], 'node')}, "
+               f"{plural(grow['leaves'], 'leaf')}, {plural(grow['samples'], 'sample')}, "
+               f"{plural(grow['calls'], 'call')}")
     typer.echo(f"{'module':<10} {'train/val/test':>15} {'before':>8} {'after':>8} {'delta':>8}  result")
     for name, m in report.modules.items():
         if m.skipped:

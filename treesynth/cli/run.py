@@ -11,6 +11,7 @@ from treesynth.aio import run_sync
 from treesynth.cli._common import cli_command, fail
 from treesynth.cli.options import RunOptions
 from treesynth.models import Task, stable_hash
+from treesynth.wording import plural
 
 DEFAULT_RUNS_DIR = Path("runs")
 
@@ -51,11 +52,13 @@ def run(
     if dry_run:
         _plan(parsed, cfg, out or default_out(parsed), analytic=analytic, as_json=as_json, program=compiled)
         return
+    _warn(_start_warnings(parsed, cfg, out or default_out(parsed)))
     result = _execute(parsed, cfg, out or default_out(parsed), quiet, compiled)
     counts = result.summary["counts"]
     llm = result.summary["llm"]
-    typer.echo(f"{result.status}: {counts['samples']}/{counts['target']} samples, {counts['leaves']} leaves, "
-               f"{counts['nodes']} nodes, {llm['calls']} LLM calls -> {result.out}")
+    typer.echo(f"{result.status}: {counts['samples']}/{counts['target']} samples, {plural(counts['leaves'], 'leaf')}, "
+               f"{plural(counts['nodes'], 'node')}, {plural(llm['calls'], 'LLM call')} -> {result.out}")
+    _warn(_tree_warnings(counts, cfg, result.out))
     if result.status != "complete":
         error = result.summary.get("error")
         fail(error or f"run is partial (shortfall of {counts['shortfall']} samples; see run.json); re-run the "
@@ -70,6 +73,28 @@ def _load_program(path: Path | None) -> Any:
     return load_program(path)
 
 
+def _warn(lines: tuple[str, ...]) -> None:
+    for line in lines:
+        typer.echo(f"warning: {line}", err=True)
+
+
+def _start_warnings(task: Task, cfg: Any, out: Path) -> tuple[str, ...]:
+    """Waste warnings printed before anything is spent: from the allocation of the tree already grown in ``out``
+    (a ``--dry-run``, an earlier session), else for the thinnest spread the run's tree can reach."""
+    from treesynth.planning import full_tree_quotas, grown_tree_quotas, waste_warnings
+
+    grown = grown_tree_quotas(out, cfg)
+    quotas = grown if grown is not None else full_tree_quotas(cfg, task)
+    return waste_warnings(quotas, cfg.synthesis.samples_per_call, bound=grown is None)
+
+
+def _tree_warnings(counts: dict[str, Any], cfg: Any, out: Path) -> tuple[str, ...]:
+    """A warning for splits that collapsed into one infinite child (their values are not separate branches)."""
+    from treesynth.planning import infinite_split_warnings
+
+    return infinite_split_warnings(counts.get("infinite_splits", 0), cfg.tree.width, out)
+
+
 def _plan(task: Task, cfg: Any, out: Path, *, analytic: bool, as_json: bool, program: Any = None) -> None:
     import json
 
@@ -78,17 +103,18 @@ def _plan(task: Task, cfg: Any, out: Path, *, analytic: bool, as_json: bool, pro
     from treesynth.providers import default_model
 
     if analytic:
-        plan = analytic_plan(cfg, cfg.model.model or default_model())
+        plan = analytic_plan(cfg, cfg.model.model or default_model(), task=task)
     else:
         plan = run_sync(lambda: aplan(TreeSynth(cfg, program=program), task, out))
+    _warn(plan.warnings)
     if as_json:
         typer.echo(json.dumps(plan.as_dict(), indent=2))
         return
     cost = "unknown" if plan.cost_usd is None else f"${plan.cost_usd:.4f}"
     kind = "upper bound, no calls made" if plan.analytic else f"tree grown into {out}; synthesis projected"
-    typer.echo(f"plan ({kind}): {plan.nodes} nodes, {plan.leaves} leaves, {plan.calls} LLM calls "
-               f"({plan.tree_calls} tree + {plan.leaf_calls} synthesis), ~{plan.prompt_tokens:,} prompt + "
-               f"~{plan.completion_tokens:,} completion tokens, cost {cost}")
+    typer.echo(f"plan ({kind}): {plural(plan.nodes, 'node')}, {plural(plan.leaves, 'leaf')}, "
+               f"{plural(plan.calls, 'LLM call')} ({plan.tree_calls} tree + {plan.leaf_calls} synthesis), "
+               f"~{plan.prompt_tokens:,} prompt + ~{plan.completion_tokens:,} completion tokens, cost {cost}")
 
 
 def _execute(task: Task, cfg: Any, out: Path, quiet: bool, program: Any = None) -> Any:

@@ -191,7 +191,7 @@ def _bind(progress: DatasetProgress, name: str) -> Callable[[int, int], None]:
 
 def _fmt(value: Any) -> str:
     if value is None:
-        return "–"
+        return "n/a"
     if isinstance(value, float):
         return f"{value:.4f}" if abs(value) < 1000 else f"{value:,.1f}"
     return str(value)
@@ -210,8 +210,8 @@ def _headline_table(datasets: Sequence[Mapping[str, Any]]) -> list[str]:
     ]
     for info in HEADLINE:
         values = [(d.get(info.section) or {}).get(info.key) for d in datasets]
-        if all(v is None for v in values):
-            continue
+        if not any(info.key in (d.get(info.section) or {}) for d in datasets):
+            continue  # not computed for any input (a None that was computed shows as n/a)
         lines.append(f"| {info.label} | {info.better} | " + " | ".join(_fmt(v) for v in values) + " |")
     return lines
 

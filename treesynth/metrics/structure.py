@@ -6,6 +6,7 @@ dict (so that leaves with no sample count too) and per-leaf quotas from ``run.js
 
 * normalised entropy ``H / log L`` with ``H = −Σ pₗ log pₗ``, ``pₗ = cₗ / N`` (1 = perfectly even);
 * Gini coefficient ``Σₗ Σₘ |cₗ − cₘ| / (2 L² c̄)`` (0 = perfectly even, → 1 = all in one leaf);
+* both are ``None`` (reported "n/a") for a one-leaf tree or no samples: there is no spread to measure;
 * coverage at quota: fraction of leaves with ``cₗ ≥ quotaₗ`` (the quota defaults to the mean ``c̄``);
 * per-first-level-branch shares ``N_b / N``.
 """
@@ -73,28 +74,30 @@ def tree_leaves(tree: Mapping[str, Any]) -> list[TreeLeaf]:
     return list(_walk(root, None))
 
 
-def normalized_entropy(counts: Sequence[float]) -> float:
+def normalized_entropy(counts: Sequence[float]) -> float | None:
     """``H / log L`` with ``H = −Σ pₗ log pₗ`` over ``L = len(counts)`` bins (zeros included).
 
-    1.0 for an even spread (and for a single bin), 0.0 when all mass sits in one of several bins.
+    1.0 for an even spread, 0.0 when all mass sits in one of several bins; ``None`` (n/a) when balance has
+    no meaning: fewer than two bins (a one-leaf tree) or no mass at all.
     """
     arr = np.asarray(counts, dtype=np.float64)
     total = arr.sum()
     if len(arr) <= 1 or total <= 0:
-        return 1.0 if len(arr) == 1 else 0.0
+        return None
     p = arr[arr > 0] / total
     return float(-(p * np.log(p)).sum() / math.log(len(arr))) + 0.0
 
 
-def gini(counts: Sequence[float]) -> float:
+def gini(counts: Sequence[float]) -> float | None:
     """Gini coefficient ``Σᵢ Σⱼ |cᵢ − cⱼ| / (2 L² c̄)``, via the sorted form ``Σᵢ (2i − L − 1) c₍ᵢ₎ / (L Σ c)``.
 
-    0 for an even spread, ``(L − 1) / L`` when one bin holds everything. 0 for an empty or all-zero input.
+    0 for an even spread, ``(L − 1) / L`` when one bin holds everything; ``None`` (n/a) for fewer than two
+    bins (a one-leaf tree) or an all-zero input.
     """
     arr = np.sort(np.asarray(counts, dtype=np.float64))
     total = arr.sum()
-    if len(arr) == 0 or total <= 0:
-        return 0.0
+    if len(arr) <= 1 or total <= 0:
+        return None
     ranks = np.arange(1, len(arr) + 1, dtype=np.float64)
     return float(((2 * ranks - len(arr) - 1) * arr).sum() / (len(arr) * total)) + 0.0
 

@@ -7,8 +7,14 @@ add up to exactly ``n``. While the tree is still growing, :class:`LeafPlanner` h
 every pending node could still grow into). A safe quota never exceeds the final one, so leaf synthesis
 can start as soon as a leaf's path is final, with no level barrier and no over-generation.
 
+Leaves may belong to *groups* (the branches of a predefined first split, e.g. the seven MATH subjects):
+``n`` is then first split evenly over the groups (largest remainder), and each group's share over its own
+leaves as above, so every group gets the same number of samples however many leaves it grew (an early
+leaf, an infinite child). Safe quotas are computed per group against the group's own bound.
+
 Leaves that use up their call budget (see :func:`call_budget`) are *exhausted*: they keep what they have
-and their shortfall is spread evenly over the other leaves (unless ``redistribute`` is off, as when
+and their shortfall is spread evenly over the other open leaves of their group (of the whole tree when
+the group has none left; unless ``redistribute`` is off, as when
 balancing to per-leaf targets).
 """
 
@@ -56,6 +62,8 @@ class LeafPlanner:
     max_depth: int
     weights: dict[str, float] = field(default_factory=dict)
     pending: dict[str, float] = field(default_factory=dict)
+    group: dict[str, str] = field(default_factory=dict)
+    """Node id -> its group (nodes not listed are in the one default group ``""``)."""
     have: dict[str, int] = field(default_factory=dict)
     exhausted: dict[str, int] = field(default_factory=dict)
     final: bool = False
@@ -64,9 +72,14 @@ class LeafPlanner:
     _version: int = 0
     _cached: tuple[int, dict[str, int]] = (-1, {})
 
-    def add_pending(self, node_id: str, depth: int, path_weight: float) -> None:
-        """A node that may still grow: it bounds its subtree's weight by ``level_weight ** remaining``."""
+    def add_pending(self, node_id: str, depth: int, path_weight: float, group: str = "") -> None:
+        """A node that may still grow: it bounds its subtree's weight by ``level_weight ** remaining``.
+
+        ``group`` names the node's group (see the module docstring); the leaves it grows into inherit it.
+        """
         self.pending[node_id] = path_weight * self.level_weight ** max(0, self.max_depth - depth)
+        if group:
+            self.group[node_id] = group
 
     async def resolve(self, node_id: str, leaf_weight: float | None = None, *, have: int = 0,
                       exhausted_at: int | None = None) -> None:
@@ -91,15 +104,32 @@ class LeafPlanner:
             self._cached = (self._version, self._compute_quotas())
         return self._cached[1]
 
+    def group_totals(self) -> dict[str, int]:
+        """Samples each group must deliver: ``total`` split evenly over the groups of known and pending nodes."""
+        groups = {self.group.get(node, "") for node in (*self.weights, *self.pending)}
+        return allocate(dict.fromkeys(groups, 1.0), self.total)
+
     def _compute_quotas(self) -> dict[str, int]:
+        totals = self.group_totals()
+        members: dict[str, list[str]] = {g: [] for g in totals}
+        for leaf in self.weights:
+            members[self.group.get(leaf, "")].append(leaf)
         if not self.final:
-            bound = sum(self.weights.values()) + sum(self.pending.values())
-            return {leaf: math.floor(self.total * w / bound) if bound else 0 for leaf, w in self.weights.items()}
-        base = allocate(self.weights, self.total)
-        shortfall = sum(max(0, base[leaf] - got) for leaf, got in self.exhausted.items())
+            bound = dict.fromkeys(totals, 0.0)
+            for node, w in (*self.weights.items(), *self.pending.items()):
+                bound[self.group.get(node, "")] += w
+            return {leaf: math.floor(totals[g] * self.weights[leaf] / bound[g]) if bound[g] else 0
+                    for g, leaves in members.items() for leaf in leaves}
+        base = {leaf: q for g, leaves in members.items()
+                for leaf, q in allocate({leaf: self.weights[leaf] for leaf in leaves}, totals[g]).items()}
         quotas = {leaf: min(base[leaf], got) for leaf, got in self.exhausted.items()}
         open_leaves = [leaf for leaf in base if leaf not in self.exhausted]
-        extra = spread(shortfall if self.redistribute else 0, open_leaves)
+        extra = dict.fromkeys(open_leaves, 0)
+        for leaves in members.values():
+            short = sum(max(0, base[leaf] - self.exhausted[leaf]) for leaf in leaves if leaf in self.exhausted)
+            takers = [leaf for leaf in leaves if leaf not in self.exhausted] or open_leaves
+            for leaf, more in spread(short if self.redistribute else 0, takers).items():
+                extra[leaf] += more
         quotas.update({leaf: base[leaf] + extra[leaf] for leaf in open_leaves})
         return quotas
 

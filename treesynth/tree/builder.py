@@ -147,9 +147,9 @@ class TreeBuilder:
             return {"leaf_reason": "max depth"}
         first = self.task.first_split
         if node.depth == 0 and first is not None:
+            # predefined values are always separate children, whatever the width (as the paper's reference code)
             values = merge_values([], first.values)
-            return {"criterion": first.criterion, "values": values, "infinite": len(values) > self.config.width,
-                    "predefined": True}
+            return {"criterion": first.criterion, "values": values, "infinite": False, "predefined": True}
         subspace = self.subspace(node, path)
         pivots = await self.pivot_source(node, subspace)
         if pivots is None:
