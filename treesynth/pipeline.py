@@ -142,6 +142,7 @@ class TreeSynth:
         async with RunSession.open(Path(out), self._identity(task), self.config, kind=self.kind, lms=self.lms,
                                    on_call=lambda rec: self._ledger(progress, rec)) as session:
             run = self._wire(task, session, progress)
+            self.on_progress(progress)  # the run directory and the models are accepted: nothing spent yet
             try:
                 error = await self._grow_and_fill(run, fill=not tree_only)   # tree building + leaf synthesis
                 return self._export(run, error, samples=not tree_only)      # dataset + metrics

@@ -51,6 +51,10 @@ class ProgressView:
         self._last = now
         self._render(progress)
 
+    def note(self, line: str) -> None:
+        """Print ``line`` on stderr above the live display (also when the display is disabled), unwrapped."""
+        self._bar.console.print(line, markup=False, highlight=False, soft_wrap=True)
+
     def _render(self, progress: Any) -> None:
         tree = "tree done" if progress.tree_done else "growing tree"
         cost = "cost ?" if progress.cost_usd is None else f"${progress.cost_usd:.4f}"

@@ -52,8 +52,8 @@ def run(
     if dry_run:
         _plan(parsed, cfg, out or default_out(parsed), analytic=analytic, as_json=as_json, program=compiled)
         return
-    _warn(_start_warnings(parsed, cfg, out or default_out(parsed)))
-    result = _execute(parsed, cfg, out or default_out(parsed), quiet, compiled)
+    warnings = _start_warnings(parsed, cfg, out or default_out(parsed))
+    result = _execute(parsed, cfg, out or default_out(parsed), quiet, compiled, warnings)
     counts = result.summary["counts"]
     llm = result.summary["llm"]
     typer.echo(f"{result.status}: {counts['samples']}/{counts['target']} samples, {plural(counts['leaves'], 'leaf')}, "
@@ -117,10 +117,21 @@ def _plan(task: Task, cfg: Any, out: Path, *, analytic: bool, as_json: bool, pro
                f"~{plan.prompt_tokens:,} prompt + ~{plan.completion_tokens:,} completion tokens, cost {cost}")
 
 
-def _execute(task: Task, cfg: Any, out: Path, quiet: bool, program: Any = None) -> Any:
+def _execute(task: Task, cfg: Any, out: Path, quiet: bool, program: Any = None,
+             warnings: tuple[str, ...] = ()) -> Any:
+    """Run with the progress view; ``warnings`` are printed at the first progress update: once the run directory
+    and the models are accepted (so a usage error stays one line), before the first call."""
     from treesynth.cli.progress import ProgressView
     from treesynth.pipeline import TreeSynth
 
     view = ProgressView(enabled=not quiet, target=cfg.synthesis.samples)
+    unsaid = list(warnings)
+
+    def update(progress: Any) -> None:
+        for line in unsaid:
+            view.note(f"warning: {line}")  # above the live display, which would swallow a plain write
+        unsaid.clear()
+        view.update(progress)
+
     with view:
-        return TreeSynth(cfg, program=program, on_progress=view.update).run(task, out)
+        return TreeSynth(cfg, program=program, on_progress=update).run(task, out)
