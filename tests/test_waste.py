@@ -9,7 +9,7 @@ from pathlib import Path
 from test_run_e2e import treesynth
 
 from treesynth.config import RunConfig
-from treesynth.planning import expected_unused, full_tree_quotas, waste_warnings
+from treesynth.planning import analytic_plan, expected_unused, full_tree_quotas, waste_warnings
 
 THIN = ["run", "GSM8K-style grade-school math word problems", "--model", "test/fake", "--depth", "3",
         "--width", "8", "-n", "200", "--samples-per-call", "5"]
@@ -34,6 +34,8 @@ def test_full_tree_bound_counts_one_branch_per_first_split_value() -> None:
     assert len(quotas) == 7 * 3 and sum(quotas.values()) == 70
     assert all(sum(q for k, q in quotas.items() if k.startswith(f"{v}/")) == 10 for v in "abcdefg")
     assert len(full_tree_quotas(config)) == 9
+    plan = analytic_plan(config, "test/fake", task=task)
+    assert (plan.leaves, plan.nodes, plan.tree_calls) == (21, 1 + 7 + 21, 7 * 3)  # the root's split costs nothing
 
 
 def test_thin_plan_warns_at_plan_time_and_at_run_start(tmp_path: Path) -> None:
