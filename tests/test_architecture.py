@@ -16,6 +16,7 @@ LAYERS: dict[str, int] = {
     "treesynth.errors": 0,
     "treesynth.models": 0,
     "treesynth.io": 0,
+    "treesynth.identity": 0,
     "treesynth.config": 1,
     "treesynth.aio": 1,
     "treesynth.gate": 1,

@@ -54,8 +54,12 @@ def run(
     result = _execute(parsed, cfg, out or default_out(parsed), quiet, compiled)
     counts = result.summary["counts"]
     llm = result.summary["llm"]
-    typer.echo(f"{result.status}: {counts['samples']}/{counts['target']} samples, {counts['leaves']} leaves, "
-               f"{counts['nodes']} nodes, {llm['calls']} LLM calls -> {result.out}")
+    reused = result.summary.get("reused") or {}
+    done = (reused.get("status") == "complete" and reused.get("target") == counts["target"]
+            and reused.get("calls") == llm["calls"] and result.status == "complete")
+    typer.echo(f"{'already complete, nothing to do' if done else result.status}: {counts['samples']}/"
+               f"{counts['target']} samples, {counts['leaves']} leaves, {counts['nodes']} nodes, {llm['calls']} LLM "
+               f"calls -> {result.out}")
     if result.status != "complete":
         error = result.summary.get("error")
         fail(error or f"run is partial (shortfall of {counts['shortfall']} samples; see run.json); re-run the "

@@ -32,6 +32,25 @@ def allocate(weights: dict[str, float], total: int) -> dict[str, int]:
     return quotas
 
 
+def lift(quotas: dict[str, int], floors: dict[str, int], weights: dict[str, float]) -> dict[str, int]:
+    """``quotas`` with every leaf raised to its floor (the samples it already holds), keeping their sum.
+
+    The excess comes off the leaves above their floor, one sample at a time from the leaf with the most
+    samples per unit of weight (ties: the larger leaf id). A run extended to a larger ``n`` keeps every sample
+    although largest-remainder rounding may give a leaf one sample less at the larger ``n``. When the floors
+    add up to more than the quotas, the sum grows to theirs.
+    """
+    lifted = {leaf: max(quota, floors.get(leaf, 0)) for leaf, quota in quotas.items()}
+    excess = sum(lifted.values()) - sum(quotas.values())
+    while excess > 0:
+        spare = [leaf for leaf, quota in lifted.items() if quota > floors.get(leaf, 0)]
+        if not spare:
+            break
+        lifted[max(spare, key=lambda leaf: (lifted[leaf] / weights[leaf] if weights[leaf] else math.inf, leaf))] -= 1
+        excess -= 1
+    return lifted
+
+
 def spread(amount: int, leaves: list[str]) -> dict[str, int]:
     """Spread ``amount`` evenly over ``leaves`` (sorted order takes the remainder)."""
     if not leaves:
@@ -57,6 +76,8 @@ class LeafPlanner:
     weights: dict[str, float] = field(default_factory=dict)
     pending: dict[str, float] = field(default_factory=dict)
     have: dict[str, int] = field(default_factory=dict)
+    kept: dict[str, int] = field(default_factory=dict)
+    """Samples each leaf held when it was registered (from earlier sessions): its final quota is never less."""
     exhausted: dict[str, int] = field(default_factory=dict)
     final: bool = False
     redistribute: bool = True
@@ -74,7 +95,7 @@ class LeafPlanner:
         self.pending.pop(node_id, None)
         if leaf_weight is not None:
             self.weights[node_id] = leaf_weight
-            self.have[node_id] = have
+            self.have[node_id] = self.kept[node_id] = have
             if exhausted_at is not None:
                 self.exhausted[node_id] = exhausted_at
         await self._notify()
@@ -95,7 +116,7 @@ class LeafPlanner:
         if not self.final:
             bound = sum(self.weights.values()) + sum(self.pending.values())
             return {leaf: math.floor(self.total * w / bound) if bound else 0 for leaf, w in self.weights.items()}
-        base = allocate(self.weights, self.total)
+        base = lift(allocate(self.weights, self.total), self.kept, self.weights)
         shortfall = sum(max(0, base[leaf] - got) for leaf, got in self.exhausted.items())
         quotas = {leaf: min(base[leaf], got) for leaf, got in self.exhausted.items()}
         open_leaves = [leaf for leaf in base if leaf not in self.exhausted]
