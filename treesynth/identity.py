@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any
 
 SETTING_FLAGS = {"tree.depth": "--depth", "tree.width": "--width", "tree.pivots": "--pivots", "seed": "--seed",
-                 "samples_per_call": "--samples-per-call"}
-"""Identity keys that ``treesynth run`` takes as a flag (a test keeps them equal to the CLI's own mapping)."""
+                 "samples_per_call": "--samples-per-call", "samples": "--samples"}
+"""Identity keys given by a flag of ``treesynth run`` (a test keeps them equal to the CLI's own mapping); a
+baseline's identity still holds its ``samples``."""
 
 _MISSING = object()
 _SHOWN = 60  # longest value shown in a message

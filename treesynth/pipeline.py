@@ -71,7 +71,7 @@ class RunResult:
 
     @property
     def status(self) -> str:
-        """``complete``, ``partial`` or ``failed``."""
+        """``complete``, ``partial``, ``failed`` or ``interrupted``."""
         return str(self.summary["status"])
 
     def samples(self) -> Iterator[Sample]:
@@ -162,7 +162,7 @@ class TreeSynth:
                               level_weight=max(float(cfg.tree.width), infinite_weight))
         builder = TreeBuilder(self.program.tree_modules(), gateway, store, task, cfg.tree, cfg.seed)
         filler = LeafFiller(SynthesisSource(self.program.leaf, task), gateway, store, planner, task, cfg,
-                            on_progress=lambda: self._count_samples(store, progress))
+                            on_progress=lambda: self._count_samples(planner, progress))
         return _Run(task, session, planner, builder, filler, progress, infinite_weight)
 
     async def _grow_and_fill(self, run: _Run, *, fill: bool) -> str | None:
@@ -203,8 +203,10 @@ class TreeSynth:
         progress.cost_usd = None if cost is None or progress.cost_usd is None else progress.cost_usd + cost
         self.on_progress(progress)
 
-    def _count_samples(self, store: RunStore, progress: Progress) -> None:
-        progress.samples = store.sample_total()
+    def _count_samples(self, planner: LeafPlanner, progress: Progress) -> None:
+        """Samples held now: the registered leaves' live counts plus what earlier sessions left in the others."""
+        earlier = progress.reused.samples - sum(planner.kept.values()) if progress.reused is not None else 0
+        progress.samples = earlier + sum(planner.have.values())
         self.on_progress(progress)
 
     def _export(self, run: _Run, error: str | None, *, samples: bool) -> RunResult:

@@ -39,11 +39,16 @@ def clock_text(seconds: float) -> str:
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
+def _counted(count: int, one: str, many: str | None = None) -> str:
+    return f"{count} {one if count == 1 else many or one + 's'}"
+
+
 def _parts(progress: Progress, elapsed: float, eta: float | None) -> tuple[list[str], list[str]]:
     """The segments that always show (samples, calls, cost, ETA) and the optional ones, most useful first."""
     calls = f"calls {progress.calls}" + (f" ({progress.failed_calls} failed)" if progress.failed_calls else "")
     cost = "cost ?" if progress.cost_usd is None else f"${progress.cost_usd:.4f}"
-    tree = f"{'tree' if progress.tree_done else 'growing tree'}: {progress.nodes} nodes, {progress.leaves} leaves"
+    tree = (f"{'tree' if progress.tree_done else 'growing tree'}: {_counted(progress.nodes, 'node')}, "
+            f"{_counted(progress.leaves, 'leaf', 'leaves')}")
     essential = [f"{progress.samples}/{progress.target}", calls, cost,
                  "ETA ?" if eta is None else f"ETA {clock_text(eta)}"]
     return essential, [tree, f"elapsed {clock_text(elapsed)}", f"tokens {progress.tokens:,}"]
