@@ -7,7 +7,7 @@ import asyncio
 from hypothesis import given
 from hypothesis import strategies as st
 
-from treesynth.synthesis.allocate import LeafPlanner, allocate, call_budget, spread
+from treesynth.synthesis.allocate import LeafPlanner, allocate, call_budget, lift, spread
 
 
 @given(st.dictionaries(st.text(min_size=1, max_size=4), st.floats(0.5, 20), min_size=1, max_size=40),
@@ -120,3 +120,20 @@ def test_an_exhausted_leafs_shortfall_stays_in_its_group() -> None:
         assert planner.quotas() == {"a1": 4, "a2": 6, "b1": 15, "b2": 15}  # group a is spent: b takes the rest
 
     asyncio.run(scenario())
+
+
+def test_a_larger_total_never_takes_a_sample_a_leaf_already_holds() -> None:
+    weights = {"a": 3.0, "b": 3.0, "c": 1.0, "d": 1.0}
+    assert allocate(weights, 3) == {"a": 1, "b": 1, "c": 1, "d": 0}
+    assert allocate(weights, 4)["c"] == 0  # largest remainder alone would drop c's sample at n=4
+
+    async def scenario() -> dict[str, int]:
+        planner = LeafPlanner(total=4, level_weight=1, max_depth=0)
+        for leaf, weight in weights.items():  # the samples an n=3 run delivered
+            await planner.resolve(leaf, weight, have={"a": 1, "b": 1, "c": 1, "d": 0}[leaf])
+        await planner.finish_tree()
+        return planner.quotas()
+
+    quotas = asyncio.run(scenario())
+    assert sum(quotas.values()) == 4 and quotas["c"] == 1 and quotas["a"] >= 1 and quotas["b"] >= 1
+    assert lift({"a": 2, "b": 2, "c": 0}, {"c": 1}, {"a": 3.0, "b": 3.0, "c": 1.0}) == {"a": 2, "b": 1, "c": 1}

@@ -17,6 +17,7 @@ LAYERS: dict[str, int] = {
     "treesynth.models": 0,
     "treesynth.io": 0,
     "treesynth.wording": 0,
+    "treesynth.identity": 0,
     "treesynth.config": 1,
     "treesynth.aio": 1,
     "treesynth.gate": 1,

@@ -99,7 +99,7 @@ def test_out_dir_protection(tmp_path: Path) -> None:
     assert_usage_error(treesynth("run", "limericks", "--model", "test/fake", "-q", "-n", "5", "--depth", "1",
                                  "--out", str(run)), "different task")
     assert_usage_error(treesynth("run", "poems", "--model", "test/fake", "-q", "-n", "5", "--depth", "2",
-                                 "--out", str(run)), "different tree")
+                                 "--out", str(run)), "holds a run with tree.depth 1, not 2", "or --depth 1")
     after = snapshot(run)
     assert {k: v for k, v in after.items() if not k.startswith("treesynth.db")} == \
         {k: v for k, v in before.items() if not k.startswith("treesynth.db")}

@@ -94,3 +94,15 @@ def test_live_cost_matches_the_exact_price_list_lookup() -> None:
         assert exact is not None and live_cost("openai/gpt-4o-mini", prompt, completion) == pytest.approx(exact)
     assert live_cost("test/fake", 10, 10) == 0.0
     assert live_cost("openai/no-such-model-xyz", 10, 10) is None
+
+
+def test_a_plan_for_a_run_that_holds_samples_projects_only_the_missing_ones(tmp_path: Path) -> None:
+    out = tmp_path / "R"
+    args = ["run", "recipes for weeknight dinners", "--model", "test/fake", "--depth", "2", "--out", str(out)]
+    assert treesynth(*args, "-n", "20", "-q").returncode == 0
+    finished = json.loads(treesynth(*args, "-n", "20", "--dry-run", "--json").stdout)
+    assert finished["leaf_calls"] == 0
+    extended = json.loads(treesynth(*args, "-n", "40", "--dry-run", "--json").stdout)
+    fresh = json.loads(treesynth(*args[:-2], "--out", str(tmp_path / "fresh"), "-n", "40", "--dry-run",
+                                 "--json").stdout)
+    assert 0 < extended["leaf_calls"] < fresh["leaf_calls"]

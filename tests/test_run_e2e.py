@@ -67,6 +67,7 @@ def test_acceptance_command(tmp_path: Path) -> None:
     assert again.returncode == 0, again.stderr
     assert (out / "samples.jsonl").read_text() == before
     assert json.loads((out / "run.json").read_text())["llm"]["calls"] == calls
+    assert again.stdout.startswith("already complete, nothing to do: 500/500 samples")
 
 
 def test_tree_show_formats(tmp_path: Path) -> None:
@@ -79,3 +80,45 @@ def test_tree_show_formats(tmp_path: Path) -> None:
     assert mermaid.stdout.startswith("graph TD") and "-->" in mermaid.stdout
     as_json = treesynth("tree", "show", str(out), "--format", "json")
     assert json.loads(as_json.stdout)["root"]["id"] == "root"
+
+
+def tree_calls(run: dict) -> int:
+    return sum(row["calls"] for row in run["llm"]["by_stage"] if row["stage"] != "leaf")
+
+
+def test_a_finished_run_is_not_redone_and_grows_with_a_larger_n(tmp_path: Path) -> None:
+    out = tmp_path / "R"
+    base = ["run", "recipes for weeknight dinners", "--model", "test/fake", "--depth", "2", "--width", "3",
+            "--out", str(out)]
+    assert treesynth(*base, "-n", "20", "-q").returncode == 0
+    first = read_jsonl(out / "samples.jsonl")
+    calls = json.loads((out / "run.json").read_text())["llm"]["calls"]
+    first_tree_calls = tree_calls(json.loads((out / "run.json").read_text()))
+    again = treesynth(*base, "-n", "20")  # not quiet: a finished run draws no progress either
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.startswith("already complete, nothing to do: 20/20 samples") and again.stderr == ""
+    assert json.loads((out / "run.json").read_text())["llm"]["calls"] == calls
+    grown = treesynth(*base, "-n", "30")
+    assert grown.returncode == 0, grown.stderr
+    assert grown.stdout.startswith("complete: 30/30 samples")
+    assert "resumed: " in grown.stderr and "20 samples" in grown.stderr and "extending 20 -> 30 samples" in grown.stderr
+    check_run_dir(out, n=30, depth=2, width=3)
+    samples = read_jsonl(out / "samples.jsonl")
+    assert {s["id"] for s in first} <= {s["id"] for s in samples}, "a sample of the finished run was lost"
+    run = json.loads((out / "run.json").read_text())
+    assert run["sessions"] == 3 and run["reused"]["samples"] == 20 and run["reused"]["target"] == 20
+    assert tree_calls(run) == first_tree_calls, "the tree was grown again"
+    smaller = treesynth(*base, "-n", "10")
+    assert smaller.returncode == 2 and smaller.stderr.strip().splitlines() == [
+        f"error: --out {out} holds 30 samples already, more than -n 10; use -n 30 or more (a larger -n extends the "
+        "run), or another --out"]
+
+
+def test_a_changed_tree_setting_is_named_before_any_progress_is_drawn(tmp_path: Path) -> None:
+    out = tmp_path / "R"
+    base = ["run", "poems", "--model", "test/fake", "--depth", "1", "-n", "5", "--out", str(out)]
+    assert treesynth(*base, "--width", "4", "-q").returncode == 0
+    changed = treesynth(*base, "--width", "6")  # not quiet: the progress display must not start
+    assert changed.returncode == 2
+    assert changed.stderr.strip().splitlines() == [
+        f"error: --out {out} holds a run with tree.width 4, not 6; use another --out, or --width 4 to resume it"]

@@ -131,8 +131,31 @@ def test_a_reopened_store_keeps_everything_and_refuses_another_identity(tmp_path
         assert texts(again, "leaf") == ["A"] and again.leaf_call_indexes("leaf") == {0}
     finally:
         again.close()
-    with pytest.raises(ConfigError, match="different depth"):
+    with pytest.raises(ConfigError, match="holds a run with depth 1, not 2; use another --out"):
         RunStore.open(out, {**IDENTITY, "depth": 2})
+
+
+def test_a_changed_setting_is_named_with_its_old_and_new_value_and_the_flag_that_resumes(tmp_path: Path) -> None:
+    identity = {"task": {"description": "poems"}, "tree": {"depth": 2, "width": 4}, "seed": 0}
+    RunStore.open(tmp_path, identity).close()
+    with pytest.raises(ConfigError) as width:
+        RunStore.open(tmp_path, {**identity, "tree": {"depth": 2, "width": 6}})
+    assert str(width.value) == (f"--out {tmp_path} holds a run with tree.width 4, not 6; use another --out, or "
+                                "--width 4 to resume it")
+    with pytest.raises(ConfigError, match=r"different task \(task.description \"poems\", not \"odes\"\)"):
+        RunStore.open(tmp_path, {**identity, "task": {"description": "odes"}})
+    with pytest.raises(ConfigError, match=r"seed 0, not 3; .* or --seed 0 "):
+        RunStore.open(tmp_path, {**identity, "seed": 3})
+    RunStore.open(tmp_path, {key: identity[key] for key in ("task", "tree")}).close()  # a dropped key: no longer
+    # part of the identity (as the samples target is not), so the run still opens
+
+
+def test_every_identity_flag_is_the_run_commands_own() -> None:
+    from treesynth.cli.options import _KEYS
+    from treesynth.identity import SETTING_FLAGS
+
+    flags = {key.removeprefix("synthesis."): "--" + name.replace("_", "-") for name, key in _KEYS.items()}
+    assert {key: flags[key] for key in SETTING_FLAGS} == SETTING_FLAGS
 
 
 # -- files the store must not touch -------------------------------------------------------------------------

@@ -30,7 +30,7 @@ from treesynth.errors import RESUME_HINT
 from treesynth.models import Task
 from treesynth.providers import CallRecord, Gateway, RetryPolicy, StructuredOutputs, make_role_lms
 from treesynth.providers.context import lm_context
-from treesynth.record import Counts, Ledger, RunKind, RunRecord, RunStatus, Timings, write_record
+from treesynth.record import Counts, Ledger, Reused, RunKind, RunRecord, RunStatus, Timings, write_record
 from treesynth.store import RunStore
 from treesynth.summary import priced_ledger, versions
 
@@ -59,6 +59,10 @@ class RunSession:
     started: float = field(default_factory=time.time)
     prior_seconds: float = 0.0
     """Wall time of the run's earlier sessions (a resumed run)."""
+    sessions: int = 1
+    """Sessions that worked on this run, this one included."""
+    reused: Reused | None = None
+    """What earlier sessions left in the store (``None``: this is the run's first session with work)."""
 
     @classmethod
     @asynccontextmanager
@@ -80,9 +84,13 @@ class RunSession:
                     on_call(rec)
 
             gateway = build_gateway(config, lms, structured, record)
+            reused = _reused(store)
+            sessions = int(store.get_meta("sessions") or (reused is not None)) + 1  # a store from before counting
+            store.set_meta("sessions", sessions)
             with lm_context(structured):
                 yield cls(kind=kind, config=config, store=store, gateway=gateway, structured=structured,
-                          prior_seconds=float(store.get_meta("elapsed_seconds") or 0.0))
+                          prior_seconds=float(store.get_meta("elapsed_seconds") or 0.0), sessions=sessions,
+                          reused=reused)
         finally:
             store.close()
 
@@ -98,9 +106,22 @@ class RunSession:
         return RunRecord(kind=self.kind, status=status, error=error, resume=resume,
                          task=task.model_dump(mode="json") if task is not None else None, counts=counts,
                          llm=Ledger.model_validate(priced_ledger(self.store)), timings=self.elapsed(),
-                         config=self.config.model_dump(mode="json"), versions=versions(), **fields)
+                         sessions=self.sessions, reused=self.reused, config=self.config.model_dump(mode="json"),
+                         versions=versions(), **fields)
 
     def write_record(self, record: RunRecord) -> dict[str, Any]:
-        """Write ``run.json`` and persist this session's time into the run's total."""
+        """Write ``run.json``; persist this session's time into the run's total, and its status and target."""
         self.store.set_meta("elapsed_seconds", record.timings.seconds_total)
+        self.store.set_meta("last_record", {"status": record.status, "target": record.counts.target})
         return write_record(self.store.out, record)
+
+
+def _reused(store: RunStore) -> Reused | None:
+    """The work of the run's earlier sessions, or ``None`` when the store holds none."""
+    nodes, known = store.node_stats()
+    samples, calls = store.sample_total(), store.ledger()["calls"]
+    if not (nodes or samples or calls):
+        return None
+    last = store.get_meta("last_record") or {}
+    return Reused(nodes=nodes, known_nodes=known, samples=samples, calls=calls, status=last.get("status"),
+                  target=last.get("target"))

@@ -17,16 +17,16 @@ import dspy
 
 from treesynth.aio import run_sync, spawn
 from treesynth.config import Role, RunConfig
-from treesynth.errors import ConfigError, ProviderError
+from treesynth.errors import RESUME_HINT, ConfigError, ProviderError
 from treesynth.io import iter_jsonl
 from treesynth.kernel import RunSession
 from treesynth.models import Node, PathSpec, Sample, Task, Tree
 from treesynth.program import TreeSynthProgram
 from treesynth.providers import CallRecord
 from treesynth.providers.pricing import live_cost
-from treesynth.record import RunKind, RunRecord
+from treesynth.record import Reused, RunKind, RunRecord, RunStatus
 from treesynth.store import RunStore, write_atomic, write_jsonl_atomic
-from treesynth.summary import run_counts, run_status
+from treesynth.summary import priced_ledger, run_counts, run_status
 from treesynth.synthesis.allocate import LeafPlanner
 from treesynth.synthesis.filler import Leaf, LeafFiller, SynthesisSource
 from treesynth.tree.builder import TreeBuilder
@@ -54,6 +54,8 @@ class Progress:
     """Prompt plus completion tokens so far."""
     cost_usd: float | None = 0.0
     """Estimated cost so far; ``None`` once a model's prices are unknown."""
+    reused: Reused | None = None
+    """A resumed run: what earlier sessions left (the counters above include it)."""
 
 
 @dataclass
@@ -69,7 +71,7 @@ class RunResult:
 
     @property
     def status(self) -> str:
-        """``complete``, ``partial`` or ``failed``."""
+        """``complete``, ``partial``, ``failed`` or ``interrupted``."""
         return str(self.summary["status"])
 
     def samples(self) -> Iterator[Sample]:
@@ -141,21 +143,24 @@ class TreeSynth:
         progress = Progress(target=self.config.synthesis.samples)
         async with RunSession.open(Path(out), self._identity(task), self.config, kind=self.kind, lms=self.lms,
                                    on_call=lambda rec: self._ledger(progress, rec)) as session:
+            _check_target(session, progress.target)
+            _seed_progress(progress, session)
+            self.on_progress(progress)
             run = self._wire(task, session, progress)
             self.on_progress(progress)  # the run directory and the models are accepted: nothing spent yet
             try:
                 error = await self._grow_and_fill(run, fill=not tree_only)   # tree building + leaf synthesis
                 return self._export(run, error, samples=not tree_only)      # dataset + metrics
-            except Exception as exc:
+            except (Exception, KeyboardInterrupt, asyncio.CancelledError) as exc:  # Ctrl-C: export what exists
                 if not tree_only and not isinstance(exc, ConfigError):
                     _export_failure(run, exc)
                 raise
 
     def _identity(self, task: Task) -> dict[str, Any]:
+        """What must match to resume: not the samples target (a larger ``-n`` extends a run)."""
         cfg = self.config
         return {"task": task.model_dump(mode="json"), "tree": cfg.tree.model_dump(mode="json"), "seed": cfg.seed,
-                "samples": cfg.synthesis.samples, "samples_per_call": cfg.synthesis.samples_per_call,
-                "infinite_weight": cfg.synthesis.infinite_weight}
+                "samples_per_call": cfg.synthesis.samples_per_call, "infinite_weight": cfg.synthesis.infinite_weight}
 
     def _wire(self, task: Task, session: RunSession, progress: Progress) -> _Run:
         cfg, gateway, store = self.config, session.gateway, session.store
@@ -206,7 +211,9 @@ class TreeSynth:
         self.on_progress(progress)
 
     def _count_samples(self, planner: LeafPlanner, progress: Progress) -> None:
-        progress.samples = sum(planner.have.values())
+        """Samples held now: the registered leaves' live counts plus what earlier sessions left in the others."""
+        earlier = progress.reused.samples - sum(planner.kept.values()) if progress.reused is not None else 0
+        progress.samples = earlier + sum(planner.have.values())
         self.on_progress(progress)
 
     def _export(self, run: _Run, error: str | None, *, samples: bool) -> RunResult:
@@ -231,13 +238,37 @@ def _unexpanded(run: _Run) -> frozenset[str]:
     return frozenset(leaf.id for leaf in run.builder.root.leaves() if run.store.get_node(leaf.id) is None)
 
 
-def _export_failure(run: _Run, exc: Exception) -> None:
-    """Best effort: write the exports with ``run.json`` status ``failed``; the store keeps all work for resume."""
+def _check_target(session: RunSession, target: int) -> None:
+    """Refuse a samples target below what the run already holds (it would drop samples)."""
+    held = session.store.sample_total()
+    if target < held:
+        raise ConfigError(f"--out {session.store.out} holds {held} samples already, more than -n {target}; use -n "
+                          f"{held} or more (a larger -n extends the run), or another --out")
+
+
+def _seed_progress(progress: Progress, session: RunSession) -> None:
+    """Start the live counters where the earlier sessions left them (so live and final counts agree)."""
+    progress.reused = session.reused
+    if session.reused is None:
+        return
+    ledger = priced_ledger(session.store)
+    progress.calls, progress.failed_calls, progress.cost_usd = ledger["calls"], ledger["failed"], ledger["cost_usd"]
+    progress.tokens = ledger["prompt_tokens"] + ledger["completion_tokens"]
+    progress.samples = session.reused.samples
+
+
+def _export_failure(run: _Run, exc: BaseException) -> None:
+    """Best effort: write the exports with ``run.json`` status ``failed`` (``interrupted`` on Ctrl-C).
+
+    The store keeps all work for resume; ``samples.jsonl`` holds the samples accepted so far.
+    """
     first = _first_error(exc)
-    error = f"unexpected {type(first).__name__}: {str(first)[:300]}; re-run the same command to resume"
+    interrupted = isinstance(first, (KeyboardInterrupt, asyncio.CancelledError))
+    error = ("interrupted" if interrupted else f"unexpected {type(first).__name__}: {str(first)[:300]}") + \
+        f"; {RESUME_HINT}"
     try:
-        export_run(run.session, run.builder.root, run.task, run.planner.quotas(), error, failed=True,
-                   pending=_unexpanded(run))
+        export_run(run.session, run.builder.root, run.task, run.planner.quotas(), error,
+                   stopped="interrupted" if interrupted else "failed", pending=_unexpanded(run))
     except Exception:  # the original error matters more than a failed export
         return
 
@@ -253,17 +284,18 @@ def _tree_with_counts(store: RunStore, root: Node, task: Task, config: RunConfig
 
 
 def export_run(session: RunSession, root: Node, task: Task, quotas: dict[str, int], error: str | None, *,
-               failed: bool = False, pending: frozenset[str] = frozenset(), method: str | None = None) -> RunResult:
+               stopped: RunStatus | None = None, pending: frozenset[str] = frozenset(),
+               method: str | None = None) -> RunResult:
     """Write ``tree.json``, ``samples.jsonl``, ``rejected.jsonl`` and ``run.json`` (atomically); return the result.
 
-    ``failed`` marks a run that ended in an unexpected error (``run.json`` status ``failed``); ``pending``
-    names nodes never expanded, which are not counted as leaves; ``method`` names a baseline.
+    ``stopped`` is the status of a run that ended early (``failed``: an unexpected error; ``interrupted``:
+    Ctrl-C); ``pending`` names nodes never expanded, which are not counted as leaves; ``method`` names a baseline.
     """
     store, target = session.store, session.config.synthesis.samples
     tree = _tree_with_counts(store, root, task, session.config, quotas)
     n_samples = write_jsonl_atomic(store.out / "samples.jsonl", store.samples())
     write_jsonl_atomic(store.out / "rejected.jsonl", store.rejected())
-    record = session.record(status=run_status(error=error, n_samples=n_samples, target=target, failed=failed),
+    record = session.record(status=run_status(error=error, n_samples=n_samples, target=target, stopped=stopped),
                             counts=run_counts(tree=tree, store=store, n_samples=n_samples, target=target,
                                               pending=pending),
                             task=task, error=error, method=method, allocation={"quota": quotas})

@@ -180,7 +180,8 @@ async def aplan(pipeline: TreeSynth, task: Task, out: Path, dup_rate: float = DE
     ledger = result.summary["llm"]
     k = pipeline.config.synthesis.samples_per_call
     quotas: dict[str, int] = result.summary["allocation"]["quota"]
-    leaf_calls = sum(leaf_calls_for(q, k, dup_rate) for q in quotas.values())
+    held = {leaf.id: leaf.samples for leaf in result.tree.root.leaves()}  # a resumed or extended run keeps these
+    leaf_calls = sum(leaf_calls_for(max(0, q - held.get(leaf, 0)), k, dup_rate) for leaf, q in quotas.items())
     tree_rows = [r for r in ledger["by_stage"] if r["stage"] != "leaf"]
     pivot_rows = [r for r in tree_rows if r["stage"] == "pivots"]
     per_sample = (sum(r["completion_tokens"] for r in pivot_rows)

@@ -18,7 +18,7 @@ from treesynth.store import write_atomic
 
 RECORD_VERSION = 1
 RunKind = Literal["run", "balance", "baseline", "compile", "tune-trial"]
-RunStatus = Literal["complete", "partial", "failed", "tree"]
+RunStatus = Literal["complete", "partial", "failed", "interrupted", "tree"]
 
 
 class _Strict(BaseModel):
@@ -86,6 +86,17 @@ class Timings(_Strict):
     seconds_total: float
 
 
+class Reused(_Strict):
+    """What a resumed session found in the store: the work of the run's earlier sessions, read back, not redone."""
+
+    nodes: int = Field(description="expanded nodes read back (none is expanded again)")
+    known_nodes: int = Field(description="nodes known then: the expanded ones plus their unexpanded children")
+    samples: int = Field(description="samples kept from earlier sessions")
+    calls: int = Field(description="LLM calls of earlier sessions")
+    status: RunStatus | None = Field(None, description="the status the last session recorded (None: it wrote none)")
+    target: int | None = Field(None, description="the samples target the last session recorded")
+
+
 class BalanceInput(_Strict):
     """The dataset a balance run read."""
 
@@ -124,7 +135,8 @@ class RunRecord(_Strict):
     record_version: int = Field(RECORD_VERSION, description="the version of this layout")
     kind: RunKind = Field(description="run, balance, baseline, compile or tune-trial")
     status: RunStatus = Field(description="complete; partial (a shortfall, or stopped: re-run to resume); failed "
-                                          "(an error before any sample, or a crash; the store keeps all work)")
+                                          "(an error before any sample, or a crash; the store keeps all work); "
+                                          "interrupted (Ctrl-C: the exports hold what exists, re-run to resume)")
     error: str | None = Field(None, description="why the run stopped, in one line")
     resume: str | None = Field(None, description="how to resume a run that is not complete")
     task: dict[str, Any] | None = Field(None, description="description, fields, first_split")
@@ -132,6 +144,8 @@ class RunRecord(_Strict):
     counts: Counts = Field(default_factory=Counts, description="see `counts.*`")
     llm: Ledger = Field(default_factory=Ledger, description="see `llm.*`")
     timings: Timings = Field(description="seconds_this_session, seconds_total (over resumed sessions)")
+    sessions: int = Field(1, description="sessions that worked on this run (above 1: it was resumed)")
+    reused: Reused | None = Field(None, description="a resumed session: what it read back from earlier sessions")
     allocation: dict[str, dict[str, int]] = Field(default_factory=dict, description="quota: per-leaf targets")
     config: dict[str, Any] = Field(default_factory=dict, description="the full RunConfig (`--config` reads it back)")
     versions: dict[str, str] = Field(default_factory=dict, description="python, treesynth, dspy, litellm, ...")
@@ -148,7 +162,8 @@ class RunRecord(_Strict):
 def describe() -> str:
     """The Markdown reference of ``run.json`` (the README's section is this text; a test keeps them equal)."""
     lines = ["| field | type | meaning |", "|---|---|---|"]
-    for model, prefix in ((RunRecord, ""), (Counts, "counts."), (Ledger, "llm."), (StageCalls, "llm.by_stage[].")):
+    for model, prefix in ((RunRecord, ""), (Counts, "counts."), (Ledger, "llm."), (StageCalls, "llm.by_stage[]."),
+                          (Reused, "reused.")):
         for name, info in model.model_fields.items():
             kind = _type_name(info.annotation)
             lines.append(f"| `{prefix}{name}` | `{kind}` | {info.description or ''} |")

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from treesynth.errors import ConfigError, RunStateError
+from treesynth.identity import first_difference, mismatch_message
 from treesynth.providers.gateway import CallRecord
 
 DB_NAME = "treesynth.db"
@@ -184,13 +185,8 @@ class RunStore:
         stored = self.get_meta("identity")
         if stored is None:
             self.set_meta("identity", identity)
-            return
-        for key, value in identity.items():
-            if stored.get(key) != value:
-                raise ConfigError(
-                    f"--out {self.out} holds a run with a different {key}; re-run with the same settings "
-                    "to resume, or choose a new --out"
-                )
+        elif (differs := first_difference(stored, identity)) is not None:
+            raise ConfigError(mismatch_message(self.out, *differs))
 
     def close(self) -> None:
         """Close the database."""
@@ -215,6 +211,14 @@ class RunStore:
     def put_node(self, node_id: str, payload: dict[str, Any]) -> None:
         """Record a completed node expansion (first write wins)."""
         self._db.execute("INSERT OR IGNORE INTO nodes VALUES(?, ?)", (node_id, json.dumps(payload)))
+
+    def node_stats(self) -> tuple[int, int]:
+        """Expanded nodes, and nodes known: the root and every child of an expanded node (0, 0 for none)."""
+        expanded, children = self._db.execute(
+            "SELECT COUNT(*), TOTAL(CASE WHEN json_extract(payload, '$.criterion') IS NULL THEN 0 WHEN "
+            "json_extract(payload, '$.infinite') THEN 1 ELSE json_array_length(payload, '$.values') END) FROM nodes"
+        ).fetchone()
+        return int(expanded), (1 + int(children)) if expanded else 0
 
     # -- leaf synthesis ---------------------------------------------------------------------------------
     def leaf_call_indexes(self, leaf_id: str) -> set[int]:
@@ -283,6 +287,10 @@ class RunStore:
         """Every accepted sample, grouped by leaf, in acceptance order within a leaf."""
         for (payload,) in self._db.execute("SELECT payload FROM samples ORDER BY leaf_id, seq"):
             yield json.loads(payload)
+
+    def sample_total(self) -> int:
+        """Accepted samples of the whole run."""
+        return int(self._db.execute("SELECT COUNT(*) FROM samples").fetchone()[0])
 
     def sample_counts(self) -> dict[str, int]:
         """Accepted samples per leaf."""
@@ -371,15 +379,8 @@ class RunStore:
              "completion_tokens": ct, "seconds": round(sec, 3), "retries": r, "cache_hits": h}
             for s, m, c, f, p, pt, ct, sec, r, h in rows
         ]
-        return {
-            "calls": sum(r["calls"] for r in per_stage),
-            "failed": sum(r["failed"] for r in per_stage),
-            "prompt_tokens": sum(r["prompt_tokens"] for r in per_stage),
-            "completion_tokens": sum(r["completion_tokens"] for r in per_stage),
-            "retries": sum(r["retries"] for r in per_stage),
-            "cache_hits": sum(r["cache_hits"] for r in per_stage),
-            "by_stage": per_stage,
-        }
+        totals = ("calls", "failed", "prompt_tokens", "completion_tokens", "retries", "cache_hits")
+        return {**{key: sum(r[key] for r in per_stage) for key in totals}, "by_stage": per_stage}
 
     # -- helpers ----------------------------------------------------------------------------------------
     def _tx(self) -> _Transaction:

@@ -40,11 +40,14 @@ def versions() -> dict[str, str]:
     return found
 
 
-def run_status(*, error: str | None, n_samples: int, target: int, failed: bool = False) -> RunStatus:
-    """``complete``; ``failed`` after an unexpected error or an error before any sample; else ``partial``."""
-    if error is None and n_samples == target and not failed:
+def run_status(*, error: str | None, n_samples: int, target: int, stopped: RunStatus | None = None) -> RunStatus:
+    """``stopped`` when the run ended early (``failed``, ``interrupted``); ``complete``; ``failed`` after an error
+    before any sample; else ``partial``."""
+    if stopped is not None:
+        return stopped
+    if error is None and n_samples == target:
         return "complete"
-    return "failed" if failed or (error is not None and n_samples == 0) else "partial"
+    return "failed" if error is not None and n_samples == 0 else "partial"
 
 
 def run_counts(*, tree: Tree, store: RunStore, n_samples: int, target: int,

@@ -56,8 +56,12 @@ def run(
     result = _execute(parsed, cfg, out or default_out(parsed), quiet, compiled, warnings)
     counts = result.summary["counts"]
     llm = result.summary["llm"]
-    typer.echo(f"{result.status}: {counts['samples']}/{counts['target']} samples, {plural(counts['leaves'], 'leaf')}, "
-               f"{plural(counts['nodes'], 'node')}, {plural(llm['calls'], 'LLM call')} -> {result.out}")
+    reused = result.summary.get("reused") or {}
+    done = (reused.get("status") == "complete" and reused.get("target") == counts["target"]
+            and reused.get("calls") == llm["calls"] and result.status == "complete")
+    typer.echo(f"{'already complete, nothing to do' if done else result.status}: {counts['samples']}/"
+               f"{counts['target']} samples, {plural(counts['leaves'], 'leaf')}, {plural(counts['nodes'], 'node')}, "
+               f"{plural(llm['calls'], 'LLM call')} -> {result.out}")
     _warn(_tree_warnings(counts, cfg, result.out))
     if result.status != "complete":
         error = result.summary.get("error")

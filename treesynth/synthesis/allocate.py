@@ -38,6 +38,25 @@ def allocate(weights: dict[str, float], total: int) -> dict[str, int]:
     return quotas
 
 
+def lift(quotas: dict[str, int], floors: dict[str, int], weights: dict[str, float]) -> dict[str, int]:
+    """``quotas`` with every leaf raised to its floor (the samples it already holds), keeping their sum.
+
+    The excess comes off the leaves above their floor, one sample at a time from the leaf with the most
+    samples per unit of weight (ties: the larger leaf id). A run extended to a larger ``n`` keeps every sample
+    although largest-remainder rounding may give a leaf one sample less at the larger ``n``. When the floors
+    add up to more than the quotas, the sum grows to theirs.
+    """
+    lifted = {leaf: max(quota, floors.get(leaf, 0)) for leaf, quota in quotas.items()}
+    excess = sum(lifted.values()) - sum(quotas.values())
+    while excess > 0:
+        spare = [leaf for leaf, quota in lifted.items() if quota > floors.get(leaf, 0)]
+        if not spare:
+            break
+        lifted[max(spare, key=lambda leaf: (lifted[leaf] / weights[leaf] if weights[leaf] else math.inf, leaf))] -= 1
+        excess -= 1
+    return lifted
+
+
 def spread(amount: int, leaves: list[str]) -> dict[str, int]:
     """Spread ``amount`` evenly over ``leaves`` (sorted order takes the remainder)."""
     if not leaves:
@@ -65,6 +84,8 @@ class LeafPlanner:
     group: dict[str, str] = field(default_factory=dict)
     """Node id -> its group (nodes not listed are in the one default group ``""``)."""
     have: dict[str, int] = field(default_factory=dict)
+    kept: dict[str, int] = field(default_factory=dict)
+    """Samples each leaf held when it was registered (from earlier sessions): its final quota is never less."""
     exhausted: dict[str, int] = field(default_factory=dict)
     final: bool = False
     redistribute: bool = True
@@ -87,7 +108,7 @@ class LeafPlanner:
         self.pending.pop(node_id, None)
         if leaf_weight is not None:
             self.weights[node_id] = leaf_weight
-            self.have[node_id] = have
+            self.have[node_id] = self.kept[node_id] = have
             if exhausted_at is not None:
                 self.exhausted[node_id] = exhausted_at
         await self._notify()
@@ -120,8 +141,9 @@ class LeafPlanner:
                 bound[self.group.get(node, "")] += w
             return {leaf: math.floor(totals[g] * self.weights[leaf] / bound[g]) if bound[g] else 0
                     for g, leaves in members.items() for leaf in leaves}
-        base = {leaf: q for g, leaves in members.items()
-                for leaf, q in allocate({leaf: self.weights[leaf] for leaf in leaves}, totals[g]).items()}
+        base = lift({leaf: q for g, leaves in members.items()
+                     for leaf, q in allocate({leaf: self.weights[leaf] for leaf in leaves}, totals[g]).items()},
+                    self.kept, self.weights)
         quotas = {leaf: min(base[leaf], got) for leaf, got in self.exhausted.items()}
         open_leaves = [leaf for leaf in base if leaf not in self.exhausted]
         extra = dict.fromkeys(open_leaves, 0)
