@@ -62,7 +62,8 @@ def run(
     typer.echo(f"{'already complete, nothing to do' if done else result.status}: {counts['samples']}/"
                f"{counts['target']} samples, {plural(counts['leaves'], 'leaf')}, {plural(counts['nodes'], 'node')}, "
                f"{plural(llm['calls'], 'LLM call')} -> {result.out}")
-    _warn(_tree_warnings(counts, cfg, result.out))
+    if not done:  # an untouched finished run says so and nothing else
+        _warn(_tree_warnings(counts, cfg, result.out))
     if result.status != "complete":
         error = result.summary.get("error")
         fail(error or f"run is partial (shortfall of {counts['shortfall']} samples; see run.json); re-run the "
