@@ -192,6 +192,18 @@ def test_structured_records_keep_their_fields(tmp_path: Path) -> None:
     assert all(r["n"] is None and r["question"] and r["answer"] for r in synthesized)
 
 
+def test_records_with_a_fields_object_get_synthesized_fields(tmp_path: Path) -> None:
+    data = tmp_path / "nested.jsonl"
+    with data.open("w") as handle:
+        for i in range(40):
+            handle.write(json.dumps({"id": i, "fields": {"question": f"easy question {i}?", "answer": str(i)}}) + "\n")
+    result = Balancer(config(**{"tree.depth": 1})).balance(data, TASK, tmp_path / "o", BalanceTarget(per_leaf=5))
+    rows = read_jsonl(tmp_path / "o" / "balanced.jsonl")
+    assert result.summary["counts"]["synthesized"] == 10
+    assert {tuple(r) for r in rows} == {("id", "fields", "origin", "leaf_id", "path")}
+    assert all(set(r["fields"]) == {"question", "answer"} and all(r["fields"].values()) for r in rows)
+
+
 def test_synthesized_rows_take_the_originals_shape() -> None:
     records = [InputRecord(1, {"id": 7, "fields": {"question": "q?", "answer": "a"}, "tags": ["x"]}, "q? a"),
                InputRecord(2, {"id": 8, "fields": {"question": "r?", "answer": "b", "hint": "h"}}, "r? b")]
