@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -165,8 +166,7 @@ def _plots(result: EvalResult, out: Path, projection: str, max_points: int, cons
         return {}
     options = PlotOptions(method=projection, max_points=max_points)  # type: ignore[arg-type]
     if not console.is_terminal:
-        return write_plots(result, out, options, progress=lambda label, done, total: _plain_step(console, label, done,
-                                                                                                  total))
+        return write_plots(result, out, options, progress=functools.partial(_plain_step, console))
     from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
