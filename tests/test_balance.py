@@ -15,6 +15,8 @@ from test_cli_errors import assert_usage_error
 from test_run_e2e import treesynth
 
 from treesynth.balance import Balancer, BalanceTarget
+from treesynth.balance.dataset import InputDataset, InputRecord
+from treesynth.balance.export import RecordShape
 from treesynth.balance.routing import check_assignments
 from treesynth.config import RunConfig
 from treesynth.models import FirstSplit, Task
@@ -82,7 +84,9 @@ def test_every_input_record_is_accounted_for(balanced: tuple[Path, Path, dict[st
             verbatim = {k: v for k, v in row.items() if k not in ("origin", "leaf_id", "path")}
             assert json.dumps(verbatim, sort_keys=True) in originals
         else:
-            assert set(row) == {"text", "origin", "leaf_id", "path"}
+            # synthesized rows carry the originals' columns: text filled, the other columns null
+            assert list(row) == ["uid", "text", "meta", "origin", "leaf_id", "path"]
+            assert row["uid"] is None and row["meta"] is None and row["text"].strip()
 
 
 def test_routing_is_batched(balanced: tuple[Path, Path, dict[str, Any]]) -> None:
@@ -183,7 +187,31 @@ def test_structured_records_keep_their_fields(tmp_path: Path) -> None:
                                                            text_field="{question} {answer}")
     rows = read_jsonl(tmp_path / "o" / "balanced.jsonl")
     assert len(rows) == 24 and result.summary["counts"]["synthesized"] == 16  # medium and hard were empty
-    assert all({"question", "answer"} <= set(r) for r in rows)
+    assert {tuple(r) for r in rows} == {("question", "answer", "n", "origin", "leaf_id", "path")}
+    synthesized = [r for r in rows if r["origin"] == "synthesized"]
+    assert all(r["n"] is None and r["question"] and r["answer"] for r in synthesized)
+
+
+def test_records_with_a_fields_object_get_synthesized_fields(tmp_path: Path) -> None:
+    data = tmp_path / "nested.jsonl"
+    with data.open("w") as handle:
+        for i in range(40):
+            handle.write(json.dumps({"id": i, "fields": {"question": f"easy question {i}?", "answer": str(i)}}) + "\n")
+    result = Balancer(config(**{"tree.depth": 1})).balance(data, TASK, tmp_path / "o", BalanceTarget(per_leaf=5))
+    rows = read_jsonl(tmp_path / "o" / "balanced.jsonl")
+    assert result.summary["counts"]["synthesized"] == 10
+    assert {tuple(r) for r in rows} == {("id", "fields", "origin", "leaf_id", "path")}
+    assert all(set(r["fields"]) == {"question", "answer"} and all(r["fields"].values()) for r in rows)
+
+
+def test_synthesized_rows_take_the_originals_shape() -> None:
+    records = [InputRecord(1, {"id": 7, "fields": {"question": "q?", "answer": "a"}, "tags": ["x"]}, "q? a"),
+               InputRecord(2, {"id": 8, "fields": {"question": "r?", "answer": "b", "hint": "h"}}, "r? b")]
+    shape = RecordShape.of(InputDataset(Path("d.jsonl"), records, "{question} {answer}", ["question", "answer"]))
+    row = shape.fill({"question": "new?", "answer": "c"})
+    assert row == {"id": None, "fields": {"question": "new?", "answer": "c", "hint": None}, "tags": None}
+    assert shape.fill({"text": "t"}) == {"id": None, "fields": {"question": None, "answer": None, "hint": None},
+                                         "tags": None, "text": "t"}
 
 
 def test_bad_inputs(balanced: tuple[Path, Path, dict[str, Any]], tmp_path: Path) -> None:

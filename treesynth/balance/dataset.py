@@ -32,6 +32,8 @@ class InputDataset:
     records: list[InputRecord]
     selector: str
     template_fields: list[str] = field(default_factory=list)
+    """The fields a synthesized record fills: the ``--field`` template's, or the string fields of a ``fields``
+    object when the default rule joins them."""
     sha256: str = ""
 
     @property
@@ -53,4 +55,14 @@ def load_input(path: Path, field_spec: str | None) -> InputDataset:
             raise DataError(f"{path}:{lineno}: field {clash[0]!r} is reserved for balance output; rename it")
         records.append(InputRecord(lineno, obj, selector.text(path, lineno, obj)))
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    return InputDataset(path, records, selector.describe(), list(selector.template_fields), digest)
+    fields = list(selector.template_fields)
+    if not fields and selector.spec is None and records:
+        fields = _nested_text_fields(records[0].record)
+    return InputDataset(path, records, selector.describe(), fields, digest)
+
+
+def _nested_text_fields(record: dict[str, Any]) -> list[str]:
+    """The string fields of a record's ``fields`` object: what the default rule routes by, and what a
+    synthesized record must fill (so that it keeps the originals' ``fields`` keys)."""
+    nested = record.get("fields")
+    return [key for key, value in nested.items() if isinstance(value, str)] if isinstance(nested, dict) else []

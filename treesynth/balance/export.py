@@ -95,14 +95,55 @@ def _routing_stats(store: RunStore) -> RoutingStats:
 def _balanced_rows(store: RunStore, dataset: InputDataset) -> Iterator[dict[str, Any]]:
     by_line = {r.line: r.record for r in dataset.records}
     fields = dataset.text_fields
+    shape = RecordShape.of(dataset)
     for sample in store.samples():
         meta = {"origin": sample.get("origin", "synthesized"), "leaf_id": sample["leaf_id"], "path": sample["path"]}
         if meta["origin"] == "original":
             yield {**by_line[sample["line"]], **meta}
-        elif "fields" in sample:
-            yield {**sample["fields"], **meta}
         else:
-            yield {fields[0]: sample["text"], **meta}
+            values = sample["fields"] if "fields" in sample else {fields[0]: sample["text"]}
+            yield {**shape.fill(values), **meta}
+
+
+@dataclass(frozen=True)
+class RecordShape:
+    """The originals' columns: every top-level key of the input records, and the keys of their ``fields`` objects.
+
+    Synthesized rows are built in this shape so that synthesized and original rows share one key set.
+    """
+
+    columns: tuple[str, ...]
+    nested: tuple[str, ...]
+
+    @classmethod
+    def of(cls, dataset: InputDataset) -> RecordShape:
+        """The shape of ``dataset``'s records (keys in first-seen order)."""
+        columns: dict[str, None] = {}
+        nested: dict[str, None] = {}
+        for record in dataset.records:
+            columns.update(dict.fromkeys(record.record))
+            inner = record.record.get("fields")
+            if isinstance(inner, dict):
+                nested.update(dict.fromkeys(inner))
+        return cls(tuple(columns), tuple(nested))
+
+    def fill(self, values: dict[str, Any]) -> dict[str, Any]:
+        """A synthesized row: text fields take ``values`` (at the top level, or inside ``fields`` when the
+        originals keep them there); every other column (ids, labels, metadata) is ``null``. A value the
+        originals have no column for is added at the end."""
+        row: dict[str, Any] = {}
+        placed: set[str] = set()
+        for key in self.columns:
+            if key in values:
+                row[key] = values[key]
+                placed.add(key)
+            elif key == "fields" and self.nested:
+                row[key] = {name: values.get(name) for name in self.nested}
+                placed.update(name for name in self.nested if name in values)
+            else:
+                row[key] = None
+        row.update({key: value for key, value in values.items() if key not in placed})
+        return row
 
 
 def _routing_rows(outcome: BalanceOutcome) -> Iterator[dict[str, Any]]:

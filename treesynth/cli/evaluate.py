@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,9 +18,10 @@ if TYPE_CHECKING:
 
     from treesynth.metrics.data import LoadedDataset
     from treesynth.metrics.embedders import Embedder
-    from treesynth.metrics.report import EvalResult
+    from treesynth.metrics.report import EvalOptions, EvalResult
 
-PROJECTIONS = ("auto", "tsne", "pca")
+PROJECTIONS = ("pca", "tsne", "auto")
+FITS = ("dataset", "joint")
 DataArg = Annotated[
     list[Path],
     typer.Argument(
@@ -42,12 +44,26 @@ EmbedderOpt = Annotated[
         help="minilm | lexical | st:<model path> | litellm:<model>. Default: minilm if installed, else lexical.",
     ),
 ]
+FitOpt = Annotated[
+    str,
+    typer.Option(
+        "--embedder-fit",
+        help="What the lexical embedder's IDF is fitted on: dataset (each input alone, so its scores do not depend "
+        "on the other inputs) | joint (all inputs together, one space for side-by-side comparison; said in the "
+        "report and metrics.json).",
+    ),
+]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Write into an existing non-empty output folder.")]
 ThresholdOpt = Annotated[
     float, typer.Option("--dup-threshold", help="Cosine similarity at which two samples are near-duplicates.")
 ]
 ProjectionOpt = Annotated[
-    str, typer.Option("--projection", help="2-D projection: auto (t-SNE if installed) | tsne | pca.")
+    str,
+    typer.Option(
+        "--projection",
+        help="2-D projection: pca (seconds) | tsne (scikit-learn, slow: at most 1000 points each) | auto (t-SNE "
+        "if scikit-learn is installed, else PCA).",
+    ),
 ]
 PointsOpt = Annotated[int, typer.Option("--max-plot-points", help="Points per dataset in projection plots.")]
 NoPlotsOpt = Annotated[bool, typer.Option("--no-plots", help="Skip the PNG plots.")]
@@ -73,9 +89,11 @@ def default_out_dir(inputs: list[Path]) -> Path:
     return inputs[0] / "eval" if inputs and is_run_dir(inputs[0]) else Path("eval")
 
 
-def _check_options(threshold: float, projection: str, max_points: int) -> None:
+def _check_options(threshold: float, projection: str, max_points: int, fit: str = "dataset") -> None:
     if not 0.0 < threshold <= 1.0:
         raise ConfigError(f"--dup-threshold must be in (0, 1], got {threshold}")
+    if fit not in FITS:
+        raise ConfigError(f"--embedder-fit must be one of {', '.join(FITS)}, got {fit!r}")
     if projection not in PROJECTIONS:
         raise ConfigError(f"--projection must be one of {', '.join(PROJECTIONS)}, got {projection!r}")
     if max_points < 2:
@@ -113,13 +131,13 @@ def _make_embedder(spec: str | None, batch_size: int | None, console: Console) -
 
 
 def _run_eval(
-    datasets: list[LoadedDataset], embedder: Embedder, cache_dir: Path | None, threshold: float, console: Console
+    datasets: list[LoadedDataset], embedder: Embedder, cache_dir: Path | None, options: EvalOptions, console: Console
 ) -> EvalResult:
     from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from treesynth.metrics.embedders import EmbeddingCache
-    from treesynth.metrics.report import EvalOptions, evaluate
+    from treesynth.metrics.report import evaluate
 
     cache_path = cache_dir / EmbeddingCache.file_name(embedder.name) if cache_dir else None
     cache = EmbeddingCache.load(cache_path, embedder.name) if cache_path else None
@@ -134,9 +152,7 @@ def _run_eval(
             if total:
                 bar.update(tasks[name], completed=done, total=total)
 
-        result = evaluate(
-            datasets, embedder, options=EvalOptions(duplicate_threshold=threshold), cache=cache, progress=progress
-        )
+        result = evaluate(datasets, embedder, options=options, cache=cache, progress=progress)
     if cache is not None and cache_path is not None:
         cache.save(cache_path)
     return result
@@ -148,18 +164,38 @@ def _plots(result: EvalResult, out: Path, projection: str, max_points: int, cons
     if not plotting_available():
         _notice(console, f"plots skipped, matplotlib is not installed ({METRICS_HINT})")
         return {}
-    with console.status("plotting"):
-        options = PlotOptions(method=projection, max_points=max_points)  # type: ignore[arg-type]
-        return write_plots(result, out, options)
+    options = PlotOptions(method=projection, max_points=max_points)  # type: ignore[arg-type]
+    if not console.is_terminal:
+        return write_plots(result, out, options, progress=functools.partial(_plain_step, console))
+    from rich.markup import escape
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = (TextColumn("plotting {task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=True) as bar:
+        task = bar.add_task("", total=None)
+
+        def progress(label: str, done: int, total: int) -> None:
+            bar.update(task, description=escape(label), completed=done, total=max(total, 1))
+
+        return write_plots(result, out, options, progress=progress)
+
+
+def _plain_step(console: Console, label: str, done: int, total: int) -> None:
+    """One line per plot when stderr is not a terminal (logs, CI), so a slow step shows what it is doing."""
+    if done < total:
+        console.print(f"plotting {done + 1}/{total}: {label}", markup=False, highlight=False, soft_wrap=True)
 
 
 def _summary(result: EvalResult, files: list[Path], console: Console) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    from treesynth.metrics.report import HEADLINE
+    from treesynth.metrics.report import FIT_STATEMENTS, HEADLINE
 
-    console.print(f"embedder: {result.embedder}", soft_wrap=True, highlight=False, markup=False)
+    console.print(
+        f"embedder: {result.embedder}, {FIT_STATEMENTS[result.embedder_fit]}", soft_wrap=True, highlight=False,
+        markup=False,
+    )
     table = Table(title="Diversity")
     table.add_column("metric")
     table.add_column("better")
@@ -182,9 +218,10 @@ class EvalFlags:
     field: FieldOpt = None
     out: OutOpt = None
     embedder: EmbedderOpt = None
+    embedder_fit: FitOpt = "dataset"
     force: ForceOpt = False
     dup_threshold: ThresholdOpt = 0.95
-    projection: ProjectionOpt = "auto"
+    projection: ProjectionOpt = "pca"
     max_plot_points: PointsOpt = 2000
     no_plots: NoPlotsOpt = False
     cache_dir: CacheOpt = None
@@ -197,18 +234,21 @@ def eval_command(data: DataArg, flags: EvalFlags) -> None:
     """Score the diversity of DATA (JSONL files or run directories) into --out."""
     from rich.console import Console
 
-    from treesynth.metrics.report import write_outputs
+    from treesynth.metrics.report import EvalOptions, write_outputs
 
     # The command shows its own progress bar; keep Hugging Face's loading bars out of the terminal.
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     console, err_console = Console(), Console(stderr=True)
-    _check_options(flags.dup_threshold, flags.projection, flags.max_plot_points)
+    _check_options(flags.dup_threshold, flags.projection, flags.max_plot_points, flags.embedder_fit)
     out_dir = flags.out if flags.out is not None else default_out_dir(data)
     _check_out(out_dir, flags.force)
     datasets = _load_all(data, flags.field)
     model = _make_embedder(flags.embedder, flags.batch_size, err_console)
+    if flags.embedder_fit == "joint" and not model.fits_corpus:
+        _notice(err_console, f"--embedder-fit joint has no effect on {model.name}: it is not fitted on the inputs")
     cache = None if flags.no_cache else (flags.cache_dir or out_dir / "cache")
-    result = _run_eval(datasets, model, cache, flags.dup_threshold, err_console)
+    options = EvalOptions(duplicate_threshold=flags.dup_threshold, embedder_fit=flags.embedder_fit)  # type: ignore[arg-type]
+    result = _run_eval(datasets, model, cache, options, err_console)
     images = {} if flags.no_plots else _plots(result, out_dir, flags.projection, flags.max_plot_points, err_console)
     written = write_outputs(result, out_dir, images)
     _summary(result, [*written.values(), *(out_dir / f for f in images.values())], console)

@@ -60,11 +60,15 @@ class Embedder(abc.ABC):
     Attributes:
         name: Human-readable identity (model and version); names the embedder in reports and cache files.
         cacheable: Whether a vector depends on its text only (``False`` for corpus-fitted embedders).
+        fits_corpus: Whether :meth:`prepare` fits the embedder on a corpus, so that a text's vector depends
+            on the other texts it was fitted with (the lexical embedder's IDF). Callers choose the corpus:
+            :func:`treesynth.metrics.report.evaluate` fits on each dataset alone unless told otherwise.
         batch_size: Texts per :meth:`embed` call made by :func:`embed_texts`.
     """
 
     name: str
     cacheable: bool = True
+    fits_corpus: bool = False
     batch_size: int = 64
 
     def prepare(self, texts: Sequence[str]) -> None:  # noqa: B027 - optional hook, no-op by default
@@ -83,9 +87,14 @@ class HashedTfidfEmbedder(Embedder):
     ``N`` texts given to :meth:`prepare` (unseen features get the largest idf). It is added with a sign
     ``±1`` to bucket ``crc32(f) mod dim``; rows are then L2-normalised. Cosine similarity approximates
     TF-IDF cosine similarity; collisions add zero-mean noise.
+
+    The hashing is fixed; only the IDF depends on the fitted corpus, so fit on the texts being scored
+    (one dataset) for a score that does not depend on anything else. :meth:`embed` before any
+    :meth:`prepare` fits on the texts it is given.
     """
 
     cacheable = False
+    fits_corpus = True
 
     def __init__(self, dim: int = 1024, batch_size: int = 1024) -> None:
         if dim < 1:
@@ -95,6 +104,7 @@ class HashedTfidfEmbedder(Embedder):
         self.name = f"lexical (hashed TF-IDF, word 1-2-grams, {dim}-d)"
         self._idf: dict[str, float] = {}
         self._default_idf = 1.0
+        self._fitted = False
 
     @staticmethod
     def features(text: str) -> list[str]:
@@ -110,9 +120,10 @@ class HashedTfidfEmbedder(Embedder):
         n = len(texts)
         self._idf = {f: math.log((1 + n) / (1 + c)) + 1.0 for f, c in df.items()}
         self._default_idf = math.log(1 + n) + 1.0
+        self._fitted = True
 
     def embed(self, texts: Sequence[str]) -> Matrix:
-        if not self._idf:
+        if not self._fitted:
             self.prepare(texts)
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         for row, text in enumerate(texts):

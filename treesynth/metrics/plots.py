@@ -1,6 +1,7 @@
 """PNG plots of an evaluation (matplotlib, Agg canvas, no pyplot state).
 
-* a 2-D projection of the embeddings (t-SNE from scikit-learn, else PCA) coloured by first-level branch;
+* a 2-D projection of the embeddings (PCA by default; t-SNE from scikit-learn on request, on a capped
+  subsample) coloured by first-level branch;
 * the samples-per-leaf histogram;
 * with several datasets: a joint projection coloured by dataset and a bar chart comparing headline metrics.
 
@@ -14,7 +15,7 @@ import importlib.util
 import logging
 import re
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -23,12 +24,18 @@ import numpy as np
 import numpy.typing as npt
 
 from treesynth.errors import ConfigError
-from treesynth.metrics.report import HEADLINE, EvalResult
+from treesynth.metrics.report import HEADLINE, DatasetResult, EvalResult
 
 logger = logging.getLogger(__name__)
 
 METRICS_HINT = "pip install 'treesynth[metrics]'"
 ProjectionMethod = Literal["auto", "tsne", "pca"]
+
+#: ``(step label, steps done, total steps)``: called before each plot and once more when all are written.
+PlotProgress = Callable[[str, int, int], None]
+
+#: Points per t-SNE (per dataset, and for the joint projection); t-SNE is slow beyond this on a laptop CPU.
+TSNE_MAX_POINTS = 1000
 
 _MAX_LEGEND = 12
 _OTHER = "other"
@@ -68,22 +75,34 @@ def _pca_2d(x: npt.NDArray[np.floating[Any]]) -> npt.NDArray[np.float64]:
     return out
 
 
+def resolve_method(method: ProjectionMethod, n: int) -> Literal["tsne", "pca"]:
+    """The projection actually run on ``n`` points: ``pca``, or ``tsne`` when asked for (``tsne``, or ``auto``
+    with scikit-learn installed) and there are at least 5 points.
+
+    Raises:
+        ConfigError: ``tsne`` without scikit-learn.
+    """
+    has_sklearn = importlib.util.find_spec("sklearn") is not None
+    if method == "tsne" and not has_sklearn:
+        raise ConfigError(f"t-SNE needs scikit-learn: {METRICS_HINT}")
+    if method == "pca" or n < 5 or not has_sklearn:
+        return "pca"
+    return "tsne"
+
+
 def project_2d(
     x: npt.NDArray[np.floating[Any]],
-    method: ProjectionMethod = "auto",
+    method: ProjectionMethod = "pca",
     *,
     seed: int = 0,
 ) -> tuple[npt.NDArray[np.float64], str]:
     """Project rows of ``x`` to 2-D; returns the points and the method used (``"t-SNE"`` or ``"PCA"``).
 
-    ``auto`` uses t-SNE when scikit-learn is installed and there are at least 5 points, else PCA.
-    t-SNE runs with PCA initialisation, ``perplexity = min(30, (n − 1) / 3)`` and a fixed seed.
+    See :func:`resolve_method`. t-SNE runs with PCA initialisation, ``perplexity = min(30, (n − 1) / 3)``
+    and a fixed seed; it projects every row given (callers subsample, see :func:`projection_sample`).
     """
     n = len(x)
-    has_sklearn = importlib.util.find_spec("sklearn") is not None
-    if method == "tsne" and not has_sklearn:
-        raise ConfigError(f"t-SNE needs scikit-learn: {METRICS_HINT}")
-    if method == "pca" or n < 5 or not has_sklearn:
+    if resolve_method(method, n) == "pca":
         return _pca_2d(x), "PCA"
     from sklearn.manifold import TSNE
 
@@ -190,10 +209,19 @@ def slug(name: str) -> str:
 
 @dataclass(frozen=True)
 class PlotOptions:
-    """Projection settings: ``method`` (auto/tsne/pca), points plotted per dataset, random seed."""
+    """Projection settings.
 
-    method: ProjectionMethod = "auto"
+    Attributes:
+        method: ``pca`` (default, seconds), ``tsne`` (scikit-learn; slow, so run on at most
+            ``tsne_max_points`` points) or ``auto`` (t-SNE when scikit-learn is installed, else PCA).
+        max_points: Points plotted per dataset (and in all for the joint projection).
+        tsne_max_points: Cap on the points given to one t-SNE.
+        seed: Subsampling and t-SNE seed.
+    """
+
+    method: ProjectionMethod = "pca"
     max_points: int = 2000
+    tsne_max_points: int = TSNE_MAX_POINTS
     seed: int = 0
 
 
@@ -203,48 +231,112 @@ def _subsample(n: int, limit: int, seed: int) -> npt.NDArray[np.int64]:
     return np.sort(np.random.default_rng(seed).choice(n, size=limit, replace=False))
 
 
-def write_plots(result: EvalResult, out_dir: Path, options: PlotOptions | None = None) -> dict[str, str]:
-    """Write every PNG for ``result`` into ``out_dir``; returns ``{plot title: file name}``."""
+def projection_limit(n: int, opts: PlotOptions) -> int:
+    """How many of ``n`` points one projection gets: ``max_points``, or fewer for t-SNE (``tsne_max_points``)."""
+    limit = opts.max_points
+    if resolve_method(opts.method, min(n, limit)) == "tsne":
+        limit = min(limit, opts.tsne_max_points)
+    return min(n, limit)
+
+
+def projection_sample(n: int, opts: PlotOptions) -> npt.NDArray[np.int64]:
+    """The (sorted, seeded) row indexes one projection of ``n`` points is computed on."""
+    return _subsample(n, projection_limit(n, opts), opts.seed)
+
+
+@dataclass
+class _Step:
+    label: str
+    run: Callable[[], tuple[str, str] | None]
+
+
+def write_plots(
+    result: EvalResult, out_dir: Path, options: PlotOptions | None = None, progress: PlotProgress | None = None
+) -> dict[str, str]:
+    """Write every PNG for ``result`` into ``out_dir``; returns ``{plot title: file name}``.
+
+    ``progress(label, done, total)`` is called before each plot (the label says what is being drawn, e.g.
+    ``"t-SNE of 1000 embeddings (run-a)"``) and once more with ``done == total`` at the end.
+    """
     opts = options or PlotOptions()
-    several = len(result.results) > 1
+    steps = _steps(result, out_dir, opts)
     plots: dict[str, str] = {}
-    for r in result.results:
-        suffix = f"-{slug(r.dataset.name)}" if several else ""
-        n = len(r.embeddings)
-        if n >= 2:
-            idx = _subsample(n, opts.max_points, opts.seed)
-            labels = [r.dataset.records[i].branch or r.dataset.name for i in idx]
-            points, method = project_2d(r.embeddings[idx], opts.method, seed=opts.seed)
-            title = f"{r.dataset.name}: {method} of {len(idx)}/{n} embeddings by first-level branch"
-            plot_projection(points, labels, out_dir / f"projection{suffix}.png", title=title)
-            plots[f"Embedding projection ({r.dataset.name})"] = f"projection{suffix}.png"
-        structure = r.metrics.get("structure")
-        if structure:
-            counts = list(structure["leaf_counts"].values())
-            plot_leaf_histogram(
-                counts, out_dir / f"leaf-sizes{suffix}.png", title=f"{r.dataset.name}: samples per leaf"
-            )
-            plots[f"Samples per leaf ({r.dataset.name})"] = f"leaf-sizes{suffix}.png"
-    if several:
-        plots |= _comparison_plots(result, out_dir, opts)
+    for done, step in enumerate(steps):
+        if progress is not None:
+            progress(step.label, done, len(steps))
+        if (made := step.run()) is not None:
+            plots[made[0]] = made[1]
+    if progress is not None:
+        progress("plots written", len(steps), len(steps))
     logger.info("wrote %d plots to %s", len(plots), out_dir)
     return plots
 
 
-def _comparison_plots(result: EvalResult, out_dir: Path, opts: PlotOptions) -> dict[str, str]:
-    plots: dict[str, str] = {}
+def _method_label(n: int, opts: PlotOptions) -> str:
+    return "t-SNE" if resolve_method(opts.method, n) == "tsne" else "PCA"
+
+
+def _steps(result: EvalResult, out_dir: Path, opts: PlotOptions) -> list[_Step]:
+    several = len(result.results) > 1
+    steps: list[_Step] = []
+    for r in result.results:
+        suffix = f"-{slug(r.dataset.name)}" if several else ""
+        n = len(r.embeddings)
+        if n >= 2:
+            k = projection_limit(n, opts)
+            label = f"{_method_label(k, opts)} of {k} embeddings ({r.dataset.name})"
+            steps.append(_Step(label, _projection_step(r, out_dir / f"projection{suffix}.png", opts)))
+        structure = r.metrics.get("structure")
+        if structure:
+            histogram = _histogram_step(r, out_dir / f"leaf-sizes{suffix}.png")
+            steps.append(_Step(f"leaf sizes ({r.dataset.name})", histogram))
+    if several:
+        steps.append(_Step("comparison chart", lambda: _comparison_chart(result, out_dir)))
+        per = max(1, projection_limit(opts.max_points, opts) // len(result.results))
+        total = sum(min(len(r.embeddings), per) for r in result.results)
+        label = f"{_method_label(total, opts)} of {total} embeddings (all datasets)"
+        steps.append(_Step(label, lambda: _joint_projection(result, out_dir, opts, per)))
+    return steps
+
+
+def _projection_step(r: DatasetResult, path: Path, opts: PlotOptions) -> Callable[[], tuple[str, str]]:
+    def run() -> tuple[str, str]:
+        n = len(r.embeddings)
+        idx = projection_sample(n, opts)
+        labels = [r.dataset.records[i].branch or r.dataset.name for i in idx]
+        points, method = project_2d(r.embeddings[idx], opts.method, seed=opts.seed)
+        title = f"{r.dataset.name}: {method} of {len(idx)}/{n} embeddings by first-level branch"
+        plot_projection(points, labels, path, title=title)
+        return f"Embedding projection ({r.dataset.name})", path.name
+
+    return run
+
+
+def _histogram_step(r: DatasetResult, path: Path) -> Callable[[], tuple[str, str]]:
+    def run() -> tuple[str, str]:
+        counts = list(r.metrics["structure"]["leaf_counts"].values())
+        plot_leaf_histogram(counts, path, title=f"{r.dataset.name}: samples per leaf")
+        return f"Samples per leaf ({r.dataset.name})", path.name
+
+    return run
+
+
+def _comparison_chart(result: EvalResult, out_dir: Path) -> tuple[str, str]:
     plot_comparison([r.metrics for r in result.results], out_dir / "comparison.png")
-    plots["Comparison of datasets"] = "comparison.png"
-    per = max(1, opts.max_points // len(result.results))
+    return "Comparison of datasets", "comparison.png"
+
+
+def _joint_projection(result: EvalResult, out_dir: Path, opts: PlotOptions, per: int) -> tuple[str, str] | None:
     parts, labels = [], []
     for r in result.results:
         idx = _subsample(len(r.embeddings), per, opts.seed)
         parts.append(r.embeddings[idx])
         labels += [r.dataset.name] * len(idx)
     dims = {p.shape[1] for p in parts if len(p)}
-    if len(labels) >= 2 and len(dims) == 1:
-        points, method = project_2d(np.concatenate([p for p in parts if len(p)]), opts.method, seed=opts.seed)
-        title = f"All datasets: {method} of {len(labels)} embeddings by dataset"
-        plot_projection(points, labels, out_dir / "projection-all.png", title=title)
-        plots["Embedding projection (all datasets)"] = "projection-all.png"
-    return plots
+    if len(labels) < 2 or len(dims) != 1:
+        return None
+    points, method = project_2d(np.concatenate([p for p in parts if len(p)]), opts.method, seed=opts.seed)
+    fitted = " (lexical IDF fitted per dataset)" if result.embedder_fit == "dataset" else ""
+    title = f"All datasets: {method} of {len(labels)} embeddings by dataset{fitted}"
+    plot_projection(points, labels, out_dir / "projection-all.png", title=title)
+    return "Embedding projection (all datasets)", "projection-all.png"

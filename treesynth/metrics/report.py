@@ -4,7 +4,8 @@ The flow is ``evaluate(datasets, embedder) → EvalResult`` (embeddings kept for
 ``write_outputs(result, out_dir, plots)``. The dict form (:meth:`EvalResult.to_dict`) is what
 ``metrics.json`` holds::
 
-    {"format": 1, "embedder": str, "options": {...}, "plots": {name: file},
+    {"format": 1, "embedder": str, "embedder_fit": "dataset" | "joint" | "none",
+     "options": {...}, "plots": {name: file},
      "datasets": [{"name", "source", "kind", "field", "samples",
                    "embedding": {...}, "lexical": {...}, "structure": {...} | null}, ...]}
 """
@@ -16,7 +17,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -32,6 +33,19 @@ FORMAT_VERSION = 1
 
 #: ``(dataset name, done, total)`` -- distinct texts embedded so far for that dataset.
 DatasetProgress = Callable[[str, int, int], None]
+
+#: What a corpus-fitted embedder (the lexical one) is fitted on: each dataset alone, or all inputs together.
+FitScope = Literal["dataset", "joint"]
+
+#: ``metrics.json["embedder_fit"]`` values and how the report states them.
+FIT_STATEMENTS = {
+    "dataset": "fitted on each dataset alone (IDF per dataset): a dataset's scores do not depend on the other "
+    "inputs evaluated with it.",
+    "joint": "fitted on all inputs together (`--embedder-fit joint`, IDF over the union): the inputs are compared "
+    "in one space, but a dataset's scores change when the set of inputs changes; evaluate with the default "
+    "`--embedder-fit dataset` for scores that stand alone.",
+    "none": "a fixed model (nothing fitted on the inputs): a dataset's scores do not depend on the other inputs.",
+}
 
 
 @dataclass(frozen=True)
@@ -76,12 +90,16 @@ class EvalOptions:
         distinct_max_n: distinct-n and n-gram entropy are reported for ``n = 1..distinct_max_n``.
         bleu_max_n: Self-BLEU order (4 = self-BLEU-4).
         block: Rows per block for the chunked pairwise pass (``None``: automatic).
+        embedder_fit: What a corpus-fitted embedder is fitted on: ``"dataset"`` (each dataset alone, so a
+            dataset scores the same whatever else is evaluated) or ``"joint"`` (all inputs together, for a
+            side-by-side comparison in one space). Ignored by fixed models.
     """
 
     duplicate_threshold: float = DEFAULT_DUPLICATE_THRESHOLD
     distinct_max_n: int = 3
     bleu_max_n: int = 4
     block: int | None = None
+    embedder_fit: FitScope = "dataset"
 
 
 @dataclass
@@ -95,17 +113,19 @@ class DatasetResult:
 
 @dataclass
 class EvalResult:
-    """Everything :func:`evaluate` computed."""
+    """Everything :func:`evaluate` computed; ``embedder_fit`` is the fit actually used (``"none"``: a fixed model)."""
 
     embedder: str
     options: EvalOptions
     results: list[DatasetResult] = field(default_factory=list)
+    embedder_fit: str = "none"
 
     def to_dict(self, plots: Mapping[str, str] | None = None) -> dict[str, Any]:
         """The ``metrics.json`` content (NaN/inf become ``null``)."""
         data = {
             "format": FORMAT_VERSION,
             "embedder": self.embedder,
+            "embedder_fit": self.embedder_fit,
             "options": asdict(self.options),
             "plots": dict(plots or {}),
             "datasets": [r.metrics for r in self.results],
@@ -166,14 +186,25 @@ def evaluate(
     cache: EmbeddingCache | None = None,
     progress: DatasetProgress | None = None,
 ) -> EvalResult:
-    """Embed and score every dataset with the same embedder (prepared on the union of all texts)."""
+    """Embed and score every dataset with the same embedder.
+
+    A corpus-fitted embedder (``embedder.fits_corpus``) is fitted on each dataset's own texts, so a dataset
+    scores the same whatever else is evaluated; with ``options.embedder_fit == "joint"`` it is fitted once on
+    the union of all texts instead (recorded as ``embedder_fit`` in the result).
+    """
     opts = options or EvalOptions()
-    embedder.prepare([t for d in datasets for t in d.texts])
-    result = EvalResult(embedder=embedder.name, options=opts)
+    if opts.embedder_fit not in ("dataset", "joint"):
+        raise ValueError(f"embedder_fit must be 'dataset' or 'joint', got {opts.embedder_fit!r}")
+    fit = opts.embedder_fit if embedder.fits_corpus else "none"
+    if fit == "joint":
+        embedder.prepare([t for d in datasets for t in d.texts])
+    result = EvalResult(embedder=embedder.name, options=opts, embedder_fit=fit)
     for dataset in datasets:
         report: Callable[[int, int], None] | None = None
         if progress is not None:
             report = _bind(progress, dataset.name)
+        if fit == "dataset":
+            embedder.prepare(dataset.texts)
         vectors = embed_texts(embedder, dataset.texts, cache=cache, progress=report)
         result.results.append(DatasetResult(dataset, vectors, dataset_metrics(dataset, vectors, opts)))
     return result
@@ -243,7 +274,8 @@ def render_markdown(report: Mapping[str, Any]) -> str:
     """``report.md`` from the :meth:`EvalResult.to_dict` content (plots referenced by relative path)."""
     datasets = report["datasets"]
     opts = report["options"]
-    lines = ["# Diversity report", "", f"Embedder: **{report['embedder']}**", "", "## Inputs", ""]
+    lines = ["# Diversity report", "", f"Embedder: **{report['embedder']}**, {describe_fit(report)}", "",
+             "## Inputs", ""]
     lines += ["| dataset | kind | source | text field | samples |", "|---|---|---|---|---:|"]
     lines += [
         f"| {_cell(d['name'])} | {d['kind']} | `{_cell(d['source'])}` | `{_cell(d['field'])}` | {d['samples']} |"
@@ -264,6 +296,12 @@ def render_markdown(report: Mapping[str, Any]) -> str:
     lines += ["## Definitions", "", "| metric | better | formula |", "|---|:-:|---|"]
     lines += [f"| {m.label} | {m.better} | `{m.formula}` |" for m in HEADLINE]
     return "\n".join(lines) + "\n"
+
+
+def describe_fit(report: Mapping[str, Any]) -> str:
+    """How the embedder was fitted, in words, from a ``metrics.json`` dict (older files: not recorded)."""
+    fit = report.get("embedder_fit")
+    return FIT_STATEMENTS.get(str(fit), "fit scope not recorded.")
 
 
 def _plots_section(plots: Mapping[str, str]) -> list[str]:
