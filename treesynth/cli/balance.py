@@ -61,4 +61,5 @@ def balance(
                f"{counts['synthesized']} synthesized) over {counts['leaves']} leaves; {counts['downsampled']} "
                f"downsampled, {counts['duplicate']} duplicates, {counts['unrouted']} unrouted -> {result.out}")
     if result.summary["status"] != "complete":
-        fail(f"balance is partial (shortfall of {counts['shortfall']}); re-run the same command to resume", 1)
+        fail(result.summary.get("error") or f"balance is partial (shortfall of {counts['shortfall']}); re-run the "
+             "same command to resume", 1)

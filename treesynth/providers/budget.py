@@ -46,7 +46,7 @@ class SpendingCap:
         if self.stopped is not None:
             raise BudgetExceededError(self.stopped)
         if self.max_calls is not None and self.calls + self.in_flight + 1 > self.max_calls:
-            self._stop(f"{self.calls} of --max-calls {self.max_calls} LLM calls made")
+            self._stop(f"{self.calls + self.in_flight} of --max-calls {self.max_calls} LLM calls started")
         if self.max_cost_usd is not None:
             mean = self.priced_cost / self.priced if self.priced else 0.0
             if self.cost_usd + (self.in_flight + 1) * mean > self.max_cost_usd or self.cost_usd >= self.max_cost_usd:

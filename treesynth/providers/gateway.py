@@ -32,13 +32,15 @@ from dspy.utils.exceptions import (
 )
 
 from treesynth.config import Role, is_local_model
-from treesynth.errors import ProviderError
+from treesynth.errors import BudgetExceededError, ProviderError
 from treesynth.providers.budget import SpendingCap
 from treesynth.providers.limiter import AdaptiveLimiter
 from treesynth.providers.structured import DIALECTS, Dialect, StructuredOutputs, refuses_response_format
 
 T = TypeVar("T")
 MAX_BACKOFF_SECONDS = 60.0
+CAP_POLL_SECONDS = 0.05
+"""How often a call stopped by a spending cap checks whether the calls in flight have been booked."""
 _UNREACHABLE_MARKERS = ("Connection error", "Connection refused", "Name or service not known", "nodename nor servname")
 
 
@@ -135,7 +137,7 @@ class Gateway:
         ``auto`` is retried at once with the model's next dialect (not counted by the breaker).
         """
         lm = self.lms[role]
-        self.cap.admit()  # a spending cap that would be exceeded starts no call
+        await self._admit()
         start = asyncio.get_running_loop().time()
         try:
             attempt, retries, stop = await self._attempts(lm, seed, fn)
@@ -173,6 +175,16 @@ class Gateway:
             retries += 1
             await asyncio.sleep(self._delay(attempt, index, jitter))  # the slot is free while we sleep
         return attempt, retries, None
+
+    async def _admit(self) -> None:
+        """Reserve one call under the spending caps. At a cap no call starts, and the stop is raised once the
+        calls in flight are booked, so the run keeps (and the ledger counts) what was already paid for."""
+        try:
+            self.cap.admit()
+        except BudgetExceededError:
+            while self.cap.in_flight:
+                await asyncio.sleep(CAP_POLL_SECONDS)
+            raise
 
     def _record(self, stage: str, model: str, node_id: str, attempt: _Attempt, start: float, retries: int) -> None:
         """Hand one call (its last attempt's outcome, usage and total time) to the ledger.
