@@ -372,11 +372,18 @@ def test_help_paragraphs_are_not_broken_mid_sentence() -> None:
 
 
 def test_tune_prints_no_optuna_log_lines(tmp_path: Path) -> None:
-    import optuna
+    from test_run_e2e import treesynth
 
-    before = optuna.logging.get_verbosity()
-    code, stdout, stderr = invoke("tune", "poems", "--model", "test/fake", "-n", "4", "--trials", "1",
-                                  "--out", str(tmp_path / "tune"))
-    assert code == 0, stderr
-    assert "[I " not in stderr and "[I " not in stdout and "Trial 0 finished" not in stderr
-    assert optuna.logging.get_verbosity() == before  # restored: the quiet level is the command's, not global
+    done = treesynth("tune", "poems", "--model", "test/fake", "-n", "4", "--trials", "1", "--out", str(tmp_path / "t"))
+    assert done.returncode == 0, done.stderr
+    assert "[I " not in done.stderr and "[I " not in done.stdout and done.stdout.startswith("study treesynth-")
+
+
+def test_a_cap_is_not_part_of_the_study_identity() -> None:
+    from treesynth.config import RunConfig
+    from treesynth.models import Task
+    from treesynth.optimizers.tune import TuneOptions, default_study_name
+
+    task, base = Task(description="poems"), RunConfig.defaults_for("test/fake")
+    capped = base.with_overrides({"budget.max_calls": 9, "budget.max_cost_usd": 1.0})
+    assert default_study_name(task, base, TuneOptions()) == default_study_name(task, capped, TuneOptions())
