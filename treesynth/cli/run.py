@@ -53,7 +53,8 @@ def run(
     """
     plan_only = [flag for flag, given in (("--analytic", analytic), ("--json", as_json)) if given]
     if plan_only and not dry_run:
-        fail(f"{' and '.join(plan_only)} only apply to a plan: add --dry-run (without it the command runs the "
+        verb = "apply" if len(plan_only) > 1 else "applies"
+        fail(f"{' and '.join(plan_only)} only {verb} to a plan: add --dry-run (without it the command runs the "
              "task and spends)", 2)
     parsed = Task.from_arg(task)
     cfg = options.to_config()
