@@ -29,7 +29,7 @@ from dspy.utils.exceptions import AdapterParseError
 from treesynth.aio import run_sync
 from treesynth.config import Role, RunConfig
 from treesynth.errors import ConfigError
-from treesynth.kernel import retry_policy
+from treesynth.kernel import retry_policy, spending_cap
 from treesynth.models import Task
 from treesynth.optimizers.examples import GrownTree, Splits, agrow, node_examples, split_examples
 from treesynth.optimizers.objectives import NodeObjective, TextEmbedding, make_objective
@@ -316,7 +316,8 @@ def compile_program(tasks: Sequence[Task], config: RunConfig, work: Path, option
     lms = lms or make_role_lms(config.model)
     model = config.model
     structured = StructuredOutputs.from_config(model)  # the dialect per model, for every measuring call
-    runtime = StageRuntime(lms, retry_policy(model), CallTally(), structured, concurrency=max(1, options.threads))
+    runtime = StageRuntime(lms, retry_policy(model), CallTally(), structured, concurrency=max(1, options.threads),
+                           cap=spending_cap(config))
     session = _Session(program, runtime, lms, reflection_lm or lms["leaf"], TextEmbedding(options.embedder), options,
                        LMCallCounter())
     report = CompileReport(options.optimizer, [t.description for t in tasks], str(lms["leaf"].model))

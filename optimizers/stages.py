@@ -22,6 +22,7 @@ from treesynth.config import Role
 from treesynth.errors import ProviderError
 from treesynth.program import TreeSynthProgram
 from treesynth.providers import CallRecord, Gateway, RetryPolicy, StructuredOutputs
+from treesynth.providers.budget import SpendingCap
 
 T = TypeVar("T")
 
@@ -82,6 +83,8 @@ class StageRuntime:
     tally: CallTally
     structured: StructuredOutputs | None = None
     concurrency: int = 1
+    cap: SpendingCap | None = None
+    """The compile's spending caps (``None``: none)."""
     loop: LoopThread = field(default_factory=lambda: LoopThread("treesynth-compile"))
     gateway: Gateway = field(init=False)
     stopped: ProviderError | None = field(default=None, init=False)
@@ -90,7 +93,7 @@ class StageRuntime:
     def __post_init__(self) -> None:
         """Build the gateway (its asyncio state binds to the loop on first use)."""
         self.gateway = Gateway(self.lms, concurrency=self.concurrency, on_call=self.tally.record,
-                               policy=self.policy, structured=self.structured)
+                               policy=self.policy, structured=self.structured, cap=self.cap)
 
     def __enter__(self) -> StageRuntime:
         """Start the loop thread."""

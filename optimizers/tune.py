@@ -230,7 +230,8 @@ class TrialObjective:
 
 def default_study_name(task: Task, base: RunConfig, options: TuneOptions) -> str:
     """``treesynth-<hash>`` of what makes trials comparable: task, base config, space, objectives, budget."""
-    key = stable_hash(task.model_dump(mode="json"), base.model_dump(mode="json"), options.space.as_dict(),
+    key = stable_hash(task.model_dump(mode="json"), base.model_dump(mode="json", exclude={"budget"}),  # caps: not
+                      options.space.as_dict(),  # part of what trials compare, so a raised cap resumes the study
                       options.metric_names(), options.budget, length=10)
     return f"treesynth-{key}"
 

@@ -377,3 +377,17 @@ def test_interrupted_balance_resumes_exactly(tmp_path: Path) -> None:
     run(tmp_path / "resumed")
     for name in ("balanced.jsonl", "routing.jsonl", "unrouted.jsonl", "tree.json"):
         assert (tmp_path / "resumed" / name).read_bytes() == (tmp_path / "clean" / name).read_bytes(), name
+
+
+def test_a_call_cap_stops_balance_and_a_higher_cap_resumes_it(tmp_path: Path) -> None:
+    from treesynth.errors import BudgetExceededError
+
+    data = skewed(tmp_path / "data.jsonl", n=200)
+    out = tmp_path / "capped"
+    target = BalanceTarget(per_leaf=20)
+    with pytest.raises(BudgetExceededError, match=r"--max-calls 4 .*higher --max-calls"):
+        Balancer(config(**{"budget.max_calls": 4})).balance(data, TASK, out, target)
+    with sqlite3.connect(out / "treesynth.db") as db:
+        assert db.execute("SELECT COUNT(*) FROM calls").fetchone()[0] == 4  # the calls in flight were booked
+    done = Balancer(config(**{"budget.max_calls": 10_000})).balance(data, TASK, out, target)
+    assert done.summary["status"] == "complete" and done.summary["llm"]["calls"] > 4

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import pytest
 import typer
+import yaml
 from typer.testing import CliRunner
 
 from treesynth.cli import app
@@ -23,7 +25,7 @@ SHARED_FLAGS = {"model": "--model", "api_base": "--api-base", "structured_output
                 "samples_per_call": "--samples-per-call", "concurrency": "--concurrency", "seed": "--seed",
                 "config": "--config"}
 OFFERED = {"run": set(SHARED_FLAGS), "compile": set(SHARED_FLAGS), "balance": set(SHARED_FLAGS) - {"samples"},
-           "tune": set(SHARED_FLAGS) - set(TREE_SHAPE)}
+           "tune": set(SHARED_FLAGS) - set(TREE_SHAPE), "config show": set(SHARED_FLAGS)}
 
 
 def invoke(*args: str) -> tuple[int, str, str]:
@@ -44,6 +46,7 @@ def command_args(name: str, tmp: Path) -> list[str]:
         "eval": ["eval", str(tmp / "data.jsonl"), "--out", str(tmp / "eval")],
         "tree show": ["tree", "show", str(tmp / "run")],
         "bench": ["bench", str(tmp / "sweep.yaml"), "--out", str(tmp / "sweep")],
+        "config show": ["config", "show", "--model", "test/fake"],
     }[name]
 
 
@@ -65,7 +68,7 @@ def patch_first_step(name: str, monkeypatch: pytest.MonkeyPatch, error: BaseExce
         monkeypatch.setattr(Sweep, "load", boom)
 
 
-COMMANDS = ["run", "balance", "compile", "tune", "eval", "tree show", "bench"]
+COMMANDS = ["run", "balance", "compile", "tune", "eval", "tree show", "bench", "config show"]
 
 
 @pytest.mark.parametrize("name", COMMANDS)
@@ -125,7 +128,7 @@ def test_every_registered_command_goes_through_the_one_error_mapping() -> None:
 
 @pytest.mark.parametrize("name", sorted(OFFERED))
 def test_help_lists_the_shared_options(name: str) -> None:
-    code, stdout, _ = invoke(name, "--help")
+    code, stdout, _ = invoke(*name.split(), "--help")
     assert code == 0
     for option, flag in SHARED_FLAGS.items():
         assert (f" {flag} " in stdout) == (option in OFFERED[name]), (name, flag)
@@ -186,3 +189,201 @@ def test_cli_command_spreads_groups_and_packs_them_back() -> None:
     assert demo.__doc__ == "Demo command." and [f.name for f in fields(Knobs)] == ["size", "label"]
     with pytest.raises(TypeError, match="omit names no option-group field"):
         cli_command(omit=("nope",))(demo.__wrapped__)  # type: ignore[attr-defined]
+
+
+# issue 15, finding 2: --analytic / --json only plan
+@pytest.mark.parametrize("flags", [["--analytic"], ["--json"], ["--analytic", "--json"]])
+def test_plan_flags_without_dry_run_are_a_usage_error_and_spend_nothing(flags: list[str], tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    from treesynth.pipeline import TreeSynth
+
+    def never(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a run started")
+
+    monkeypatch.setattr(TreeSynth, "run", never)
+    out = tmp_path / "r2"
+    code, stdout, stderr = invoke("run", "poems", "--model", "test/fake", "-n", "20", *flags, "--out", str(out))
+    assert code == 2 and not stdout
+    assert len(stderr.strip().splitlines()) == 1 and stderr.startswith("error: ") and "--dry-run" in stderr
+    assert all(flag in stderr for flag in flags)
+    assert not out.exists()
+
+
+# issue 15, finding 3: spending guards
+def test_a_call_cap_stops_the_run_partial_and_a_higher_cap_resumes_it(tmp_path: Path) -> None:
+    out = tmp_path / "capped"
+    args = ["run", "poems", "--model", "test/fake", "-q", "-n", "12", "--depth", "2", "--out", str(out)]
+    code, stdout, stderr = invoke(*args, "--max-calls", "5")
+    assert code == 1 and stdout.startswith("partial: "), (stdout, stderr)
+    assert stderr.strip().splitlines() == [stderr.strip()] and "--max-calls 5" in stderr and "higher" in stderr
+    record = json.loads((out / "run.json").read_text())
+    assert record["status"] == "partial" and record["llm"]["calls"] == 5  # calls in flight at the cap are kept
+    assert "higher --max-calls" in record["resume"] and record["config"]["budget"]["max_calls"] == 5
+    code, stdout, stderr = invoke(*args, "--max-calls", "1000")  # the cap is not part of the run's identity
+    assert code == 0, stderr
+    record = json.loads((out / "run.json").read_text())
+    assert record["status"] == "complete" and record["counts"]["samples"] == 12 and record["llm"]["calls"] > 5
+
+
+def test_a_huge_plan_warns_at_dry_run_and_needs_yes_without_a_terminal(tmp_path: Path) -> None:
+    code, stdout, stderr = invoke("run", "poems", "--model", "openai/gpt-4o-mini", "-n", "1000000000", "--dry-run",
+                                  "--analytic")
+    assert code == 0 and "LLM calls" in stdout
+    assert stderr.startswith("warning: the plan is ") and "confirmation threshold (10,000 calls or $5)" in stderr
+    out = tmp_path / "big"
+    code, stdout, stderr = invoke("run", "poems", "--model", "test/fake", "-n", "1000000", "-q", "--out", str(out))
+    assert code == 2 and not stdout and not out.exists()
+    assert len(stderr.strip().splitlines()) == 1 and "--yes" in stderr and "--max-cost" in stderr
+    code, _, stderr = invoke("run", "poems", "--model", "openai/gpt-4o-mini", "-n", "1000000", "-q", "--out", str(out),
+                             "--max-cost", "0.5", "--dry-run", "--analytic")  # a cap below the threshold: no warning
+    assert code == 0 and "warning" not in stderr
+
+
+def test_a_huge_plan_asks_on_a_terminal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from treesynth.cli import guard
+
+    monkeypatch.setattr(guard, "on_terminal", lambda: True)
+    out = tmp_path / "big"
+    result = CliRunner().invoke(app, ["run", "poems", "--model", "test/fake", "-n", "1000000", "-q", "--out", str(out)],
+                                input="n\n", env={"COLUMNS": "200"})
+    assert result.exit_code == 1 and "Go ahead?" in result.stderr and "not confirmed" in result.stderr
+    assert not out.exists()
+
+
+def test_the_threshold_is_configurable_and_yes_skips_the_question(tmp_path: Path) -> None:
+    from treesynth.cli.guard import Spend, above_threshold
+    from treesynth.config import RunConfig
+
+    config = RunConfig().with_overrides({"budget.confirm_calls": 10, "budget.confirm_cost_usd": 1.0})
+    assert above_threshold(config, Spend(10, 1.0)) is None
+    assert "11 LLM calls" in str(above_threshold(config, Spend(11, 0.0)))
+    assert "~$1.50" in str(above_threshold(config, Spend(1, 1.5)))
+    assert above_threshold(config.with_overrides({"budget.max_calls": 5}), Spend(50, 0.0)) is None
+    file = tmp_path / "c.yaml"
+    file.write_text(RunConfig().with_overrides({"model.model": "test/fake", "budget.confirm_calls": 3,
+                                                "tree.depth": 1, "synthesis.samples": 2}).dump_yaml())
+    out = tmp_path / "small"
+    code, _, stderr = invoke("run", "poems", "--config", str(file), "-q", "--out", str(out))
+    assert code == 2 and "above the confirmation threshold (3 calls" in stderr and not out.exists()
+    code, stdout, stderr = invoke("run", "poems", "--config", str(file), "-q", "--out", str(out), "--yes")
+    assert code == 0 and stdout.startswith("complete: 2/2"), stderr
+
+
+@pytest.mark.parametrize("name", ["run", "balance", "compile", "tune", "bench"])
+def test_every_spending_command_offers_the_caps_and_yes(name: str) -> None:
+    _, stdout, _ = invoke(name, "--help")
+    for flag in ("--max-calls", "--max-cost", "--yes"):
+        assert (f" {flag} " in stdout) == (flag != "--yes" or name != "balance"), (name, flag)  # balance: no plan
+
+
+# issue 15, finding 5: visible defaults, the effective config
+@pytest.mark.parametrize("name", sorted(OFFERED))
+def test_help_shows_the_defaults_of_the_shared_options(name: str) -> None:
+    from treesynth.config import EMBEDDED_DEFAULTS, RunConfig
+
+    _, stdout, _ = invoke(*name.split(), "--help")
+    flat = " ".join(stdout.split())
+    defaults = RunConfig()
+    expected = {"--depth": ("tree.depth", defaults.tree.depth), "--width": ("tree.width", defaults.tree.width),
+                "--pivots": ("tree.pivots", defaults.tree.pivots),
+                "--samples": ("synthesis.samples", defaults.synthesis.samples),
+                "--samples-per-call": ("synthesis.samples_per_call", defaults.synthesis.samples_per_call),
+                "--concurrency": ("concurrency", defaults.concurrency), "--seed": ("seed", defaults.seed)}
+    for flag, (key, value) in expected.items():
+        if f" {flag} " not in stdout:
+            continue
+        embedded = EMBEDDED_DEFAULTS.get(key)
+        shown = f"[default: {value}; embedded model: {embedded}]" if embedded not in (None, value) else \
+            f"[default: {value}]"
+        assert shown in flat, (name, flag, shown)
+    assert "[default: 3; embedded model: 2]" in flat or name == "tune"
+
+
+def test_every_option_of_every_command_shows_its_default() -> None:
+    root: Any = typer.main.get_command(app)
+    stack: list[tuple[str, Any]] = list(root.commands.items())
+    missing, checked = [], 0
+    while stack:
+        name, command = stack.pop()
+        if hasattr(command, "commands"):  # a group
+            stack += [(f"{name} {sub}", cmd) for sub, cmd in command.commands.items()]
+            continue
+        for param in command.params:
+            if param.param_type_name != "option" or param.is_flag or param.required or param.name == "help":
+                continue
+            checked += 1
+            if param.default is None and "default" not in (param.help or "").casefold():
+                missing.append(f"{name} {param.opts[0]}")
+    assert not missing and checked > 50, missing
+
+
+def test_config_show_prints_the_effective_config_as_yaml(tmp_path: Path) -> None:
+    from treesynth.config import RunConfig
+
+    code, stdout, stderr = invoke("config", "show", "--model", "test/fake", "--depth", "2", "--max-calls", "7")
+    assert code == 0, stderr
+    shown = RunConfig.parse(yaml.safe_load(stdout))
+    assert shown == RunConfig.defaults_for("test/fake").with_overrides({"tree.depth": 2, "budget.max_calls": 7})
+    file = tmp_path / "c.yaml"
+    file.write_text(stdout)
+    code, again, _ = invoke("config", "show", "--config", str(file), "--seed", "4")
+    assert code == 0 and RunConfig.parse(yaml.safe_load(again)) == shown.with_overrides({"seed": 4})
+    code, _, stderr = invoke("config", "show", "--model", "test/fake", "--width", "1")
+    assert code == 2 and stderr.startswith("error: ") and "tree.width" in stderr
+
+
+def test_dry_run_json_includes_the_config_it_planned() -> None:
+    code, stdout, _ = invoke("run", "poems", "--model", "test/fake", "-n", "30", "--depth", "2", "--dry-run",
+                             "--analytic", "--json")
+    assert code == 0
+    plan = json.loads(stdout)
+    assert plan["config"]["synthesis"]["samples"] == 30 and plan["config"]["tree"]["depth"] == 2
+    assert plan["config"]["model"]["model"] == "test/fake" and plan["warning"] is None and plan["calls"] > 0
+
+
+def test_version_and_short_help_everywhere() -> None:
+    from treesynth import __version__
+
+    code, stdout, _ = invoke("--version")
+    assert code == 0 and stdout.strip() == f"treesynth {__version__}"
+    for command in ([], ["run"], ["tree", "show"], ["config", "show"], ["bench"]):
+        code, short, _ = invoke(*command, "-h")
+        _, long, _ = invoke(*command, "--help")
+        assert code == 0 and short == long and "Usage:" in short, command
+
+
+# issue 15, finding 10 (CLI): roles, help layout, Optuna's log lines
+def test_role_model_help_and_error_name_the_same_roles(tmp_path: Path) -> None:
+    from treesynth.config import ROLES
+
+    assert "routing" in ROLES and len(ROLES) == 5
+    _, stdout, _ = invoke("run", "--help")
+    assert f"({', '.join(ROLES)})" in " ".join(stdout.split())
+    with pytest.raises(ConfigError, match="roles: pivots, criterion, coverage, leaf, routing"):
+        RunOptions(model="test/fake", role_models=["router=test/fake"]).to_config()
+    assert RunOptions(model="test/fake", role_models=["routing=test/fake"]).to_config().model.model_for("routing")
+
+
+def test_help_paragraphs_are_not_broken_mid_sentence() -> None:
+    _, stdout, _ = invoke("balance", "--help")  # 200 columns: room for the whole paragraph on one line
+    assert "routing.jsonl (where every input line went), unrouted.jsonl, report.md" in stdout
+    _, stdout, _ = invoke("run", "--help")
+    assert "asks first on a terminal and needs --yes otherwise" in stdout
+
+
+def test_tune_prints_no_optuna_log_lines(tmp_path: Path) -> None:
+    from test_run_e2e import treesynth
+
+    done = treesynth("tune", "poems", "--model", "test/fake", "-n", "4", "--trials", "1", "--out", str(tmp_path / "t"))
+    assert done.returncode == 0, done.stderr
+    assert "[I " not in done.stderr and "[I " not in done.stdout and done.stdout.startswith("study treesynth-")
+
+
+def test_a_cap_is_not_part_of_the_study_identity() -> None:
+    from treesynth.config import RunConfig
+    from treesynth.models import Task
+    from treesynth.optimizers.tune import TuneOptions, default_study_name
+
+    task, base = Task(description="poems"), RunConfig.defaults_for("test/fake")
+    capped = base.with_overrides({"budget.max_calls": 9, "budget.max_cost_usd": 1.0})
+    assert default_study_name(task, base, TuneOptions()) == default_study_name(task, capped, TuneOptions())

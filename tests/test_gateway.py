@@ -197,3 +197,52 @@ def test_calls_to_an_in_process_model_queue_outside_the_timeout() -> None:
     remote, took = run_in_virtual_time(scenario("openai/gpt-4o-mini"))
     assert sorted((r.ok, r.error) for r in remote) == [(False, "timeout")] * 3 + [(True, None)]
     assert took == pytest.approx(0.25)
+
+
+def test_a_call_cap_starts_no_call_beyond_it_even_with_calls_in_flight() -> None:
+    from treesynth.errors import BudgetExceededError
+    from treesynth.providers.budget import SpendingCap
+
+    async def scenario() -> None:
+        records: list[CallRecord] = []
+        lm = make_lm("test/fake", temperature=0.9, max_tokens=64)
+        started: list[int] = []
+
+        async def slow(lm: Any, config: dict[str, Any]) -> str:
+            started.append(config["seed"])
+            await asyncio.sleep(1)
+            return "ok"
+
+        gw = Gateway({"leaf": lm}, concurrency=8, on_call=records.append, cap=SpendingCap(max_calls=5, calls=2))
+        results = await asyncio.gather(*(gw.call("leaf", stage="leaf", node_id=str(i), seed=i, fn=slow)
+                                         for i in range(6)), return_exceptions=True)
+        assert [r for r in results if r == "ok"] == ["ok"] * 3  # 2 from an earlier session + 3 = the cap
+        assert all(isinstance(r, BudgetExceededError) for r in results if r != "ok")
+        assert len(started) == len(records) == 3 and gw.cap.calls == 5
+        assert gw.cap.stopped is not None and "--max-calls 5" in gw.cap.stopped and "higher" in gw.cap.stopped
+        with pytest.raises(BudgetExceededError):  # stays stopped
+            await gw.call("leaf", stage="leaf", node_id="x", seed=9, fn=slow)
+        assert len(started) == 3
+
+    run_in_virtual_time(scenario())
+
+
+def test_a_cost_cap_stops_before_the_call_that_would_exceed_it() -> None:
+    from treesynth.errors import BudgetExceededError
+    from treesynth.providers.budget import SpendingCap
+
+    cap = SpendingCap(max_cost_usd=1.0, cost_usd=0.0)
+    cap.admit()
+    cap.charge("openai/gpt-4o-mini", 2_000_000, 0)  # $0.30 at gpt-4o-mini's $0.15 per million prompt tokens
+    cap.admit()
+    cap.charge("openai/gpt-4o-mini", 2_000_000, 0)
+    cap.admit()
+    cap.charge("openai/gpt-4o-mini", 2_000_000, 0)  # $0.90 spent; one more call (~$0.30) would pass $1
+    with pytest.raises(BudgetExceededError, match=r"--max-cost \$1"):
+        cap.admit()
+    assert cap.calls == 3 and cap.in_flight == 0
+    unpriced = SpendingCap(max_cost_usd=1.0)
+    unpriced.admit()
+    unpriced.charge("openai/no-such-model-xyz", 10, 10)
+    with pytest.raises(BudgetExceededError, match="use --max-calls"):
+        unpriced.admit()

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import threading
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from types import TracebackType
 from typing import Any, TypeVar
@@ -35,6 +35,29 @@ def spawn(group: asyncio.TaskGroup, coroutine: Coroutine[Any, Any, Any]) -> bool
         coroutine.close()
         return False
     return True
+
+
+async def gather_or_cancel(coroutines: Iterable[Coroutine[Any, Any, T]]) -> list[T]:
+    """Run ``coroutines`` concurrently and return their results in order, like :func:`asyncio.gather`, except
+    that the first failure cancels the others and is raised as itself (not as an exception group).
+
+    ``asyncio.gather`` leaves the siblings of a failed coroutine running, so calls in flight when a provider
+    stop or a spending cap ends a run would still write to its store after the store was closed.
+    """
+    tasks: list[asyncio.Task[T]] = []
+    try:
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(coroutine) for coroutine in coroutines]
+    except BaseExceptionGroup as exc:
+        raise first_exception(exc) from None
+    return [task.result() for task in tasks]
+
+
+def first_exception(exc: BaseException) -> BaseException:
+    """The first leaf exception of a (nested) exception group, or ``exc`` itself."""
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    return exc
 
 
 def run_sync(make: Callable[[], Awaitable[T]]) -> T:

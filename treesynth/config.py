@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -12,7 +12,8 @@ from treesynth.errors import ConfigError, first_validation_error
 from treesynth.io import read_yaml_mapping
 
 Role = Literal["pivots", "criterion", "coverage", "leaf", "routing"]
-ROLES: tuple[Role, ...] = ("pivots", "criterion", "coverage", "leaf", "routing")
+ROLES: tuple[Role, ...] = get_args(Role)
+"""Every role a model can serve (the one list help texts and errors name)."""
 
 StructuredOutput = Literal["auto", "json_schema", "json_object_schema", "json_object", "prompt"]
 """How a provider model is asked for structured output (see :mod:`treesynth.providers.structured`)."""
@@ -137,12 +138,26 @@ class ModelConfig(_Frozen):
         return override.max_tokens if override is not None and override.max_tokens else self.max_tokens
 
 
+class BudgetConfig(_Frozen):
+    """Spending guards. Not part of a run's identity: re-running with a higher cap resumes the run."""
+
+    max_calls: int | None = Field(
+        None, ge=1, description="most LLM calls one run may make (its ledger over every session); none: no cap")
+    max_cost_usd: float | None = Field(
+        None, gt=0, description="most estimated US dollars one run may spend (every session); none: no cap")
+    confirm_calls: int = Field(
+        10_000, ge=1, description="a planned run above this many LLM calls asks for confirmation (--yes)")
+    confirm_cost_usd: float = Field(
+        5.0, ge=0, description="a planned run above this many US dollars asks for confirmation (--yes)")
+
+
 class RunConfig(_Frozen):
     """Everything that shapes a run. Written to ``run.json`` and loadable again with ``--config``."""
 
     tree: TreeConfig = Field(default_factory=TreeConfig)
     synthesis: SynthesisConfig = Field(default_factory=SynthesisConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
+    budget: BudgetConfig = Field(default_factory=BudgetConfig)
     concurrency: int = Field(8, ge=1, le=1024, description="most LLM calls in flight at once")
     seed: int = Field(0, ge=0)
 

@@ -20,6 +20,10 @@ RESUME_HINT = "re-run the same command with the same --out to resume"
 """How every interrupted or unfinished run, sweep and study is resumed (``run.json`` and the CLI say it)."""
 
 
+CAP_RESUME_HINT = "re-run the same command with a higher --max-calls/--max-cost and the same --out to resume"
+"""How a run stopped by a spending cap is resumed (``run.json`` and the CLI say it)."""
+
+
 class TreeSynthError(Exception):
     """Root of every error treesynth raises on purpose."""
 
@@ -34,6 +38,14 @@ class DataError(ConfigError):
 
 class ProviderError(TreeSynthError):
     """A language-model provider failed or is unreachable after bounded retries."""
+
+
+class BudgetExceededError(ProviderError):
+    """A spending cap (``--max-calls``/``--max-cost``) would be exceeded, so no further call was started.
+
+    The run stops ``partial``; the caps are not part of a run's identity, so re-running with a higher cap
+    resumes it.
+    """
 
 
 class GenerationError(TreeSynthError):

@@ -26,9 +26,10 @@ from typing import Any
 import dspy
 
 from treesynth.config import ModelConfig, Role, RunConfig
-from treesynth.errors import RESUME_HINT
+from treesynth.errors import CAP_RESUME_HINT, RESUME_HINT
 from treesynth.models import Task
 from treesynth.providers import CallRecord, Gateway, RetryPolicy, StructuredOutputs, make_role_lms
+from treesynth.providers.budget import SpendingCap
 from treesynth.providers.context import lm_context
 from treesynth.record import Counts, Ledger, Reused, RunKind, RunRecord, RunStatus, Timings, write_record
 from treesynth.store import RunStore
@@ -40,11 +41,19 @@ def retry_policy(model: ModelConfig) -> RetryPolicy:
     return RetryPolicy(attempts=model.attempts, timeout=model.timeout, failure_limit=model.failure_limit)
 
 
+def spending_cap(config: RunConfig, ledger: dict[str, Any] | None = None) -> SpendingCap:
+    """The caps of ``config.budget``, starting from what ``ledger`` (a resumed run's priced ledger) has spent."""
+    ledger = ledger or {}
+    return SpendingCap(max_calls=config.budget.max_calls, max_cost_usd=config.budget.max_cost_usd,
+                       calls=int(ledger.get("calls") or 0), cost_usd=float(ledger.get("cost_usd") or 0.0))
+
+
 def build_gateway(config: RunConfig, lms: dict[Role, dspy.LM], structured: StructuredOutputs | None,
-                  on_call: Callable[[CallRecord], None]) -> Gateway:
-    """The one gateway of a run (or of a compile): concurrency, retry policy and dialect state of ``config``."""
+                  on_call: Callable[[CallRecord], None], cap: SpendingCap | None = None) -> Gateway:
+    """The one gateway of a run (or of a compile): concurrency, retry policy, dialect state and spending caps of
+    ``config`` (``cap``: caps that already count earlier spending; default: ``config``'s from zero)."""
     return Gateway(lms, concurrency=config.concurrency, policy=retry_policy(config.model), structured=structured,
-                   on_call=on_call)
+                   on_call=on_call, cap=cap or spending_cap(config))
 
 
 @dataclass
@@ -83,7 +92,9 @@ class RunSession:
                 if on_call is not None:
                     on_call(rec)
 
-            gateway = build_gateway(config, lms, structured, record)
+            cap = spending_cap(config, priced_ledger(store) if config.budget.max_calls or config.budget.max_cost_usd
+                               else None)
+            gateway = build_gateway(config, lms, structured, record, cap)
             reused = _reused(store)
             sessions = int(store.get_meta("sessions") or (reused is not None)) + 1  # a store from before counting
             store.set_meta("sessions", sessions)
@@ -103,6 +114,9 @@ class RunSession:
                **fields: Any) -> RunRecord:
         """The validated record of this run so far (``fields``: further :class:`RunRecord` fields)."""
         resume = None if status in ("complete", "tree") else RESUME_HINT
+        capped = self.gateway.cap.stopped
+        if capped is not None and error == capped and status != "complete":
+            status, resume = "partial", CAP_RESUME_HINT  # nothing failed: a raised cap continues the run
         return RunRecord(kind=self.kind, status=status, error=error, resume=resume,
                          task=task.model_dump(mode="json") if task is not None else None, counts=counts,
                          llm=Ledger.model_validate(priced_ledger(self.store)), timings=self.elapsed(),

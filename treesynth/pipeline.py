@@ -145,7 +145,6 @@ class TreeSynth:
                                    on_call=lambda rec: self._ledger(progress, rec)) as session:
             _check_target(session, progress.target)
             _seed_progress(progress, session)
-            self.on_progress(progress)
             run = self._wire(task, session, progress)
             self.on_progress(progress)  # the run directory and the models are accepted: nothing spent yet
             try:

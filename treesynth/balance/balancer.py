@@ -8,7 +8,6 @@ with leaf synthesis that is shown the leaf's existing samples. Every input line 
 
 from __future__ import annotations
 
-import asyncio
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +15,7 @@ from typing import Any
 
 import dspy
 
-from treesynth.aio import run_sync
+from treesynth.aio import first_exception, gather_or_cancel, run_sync
 from treesynth.balance.dataset import InputDataset, load_input
 from treesynth.balance.export import BalanceOutcome, BalanceResult, export_balance
 from treesynth.balance.routing import Router, SampleRouter
@@ -97,7 +96,10 @@ class Balancer:
             target.check_leaves([leaf.id for leaf in given.leaves()])
         async with RunSession.open(Path(out), self._identity(task, dataset, target, tree), self.config,
                                    kind="balance", lms=self.lms) as session:
-            return await self._run(session, _Input(task, dataset, target), given)
+            try:
+                return await self._run(session, _Input(task, dataset, target), given)
+            except BaseExceptionGroup as group:  # tree building's task group: a provider stop, a spending cap
+                raise first_exception(group) from None
 
     def _identity(self, task: Task, dataset: InputDataset, target: BalanceTarget, tree: Path | None
                   ) -> dict[str, Any]:
@@ -179,7 +181,7 @@ class Balancer:
         await planner.finish_tree()
         filler = LeafFiller(SynthesisSource(self.program.leaf, task), gateway, store, planner, task, self.config,
                             on_progress=lambda: None)
-        await asyncio.gather(*(filler.fill(Leaf(leaf_id, path)) for leaf_id, path in paths.items()))
+        await gather_or_cancel(filler.fill(Leaf(leaf_id, path)) for leaf_id, path in paths.items())
 
 
 async def _no_leaf(node: Node, path: tuple[PathSpec, ...]) -> None:
@@ -190,8 +192,8 @@ async def _route_given(node: Node, path: tuple[PathSpec, ...], on_expanded: Any)
     if node.is_leaf:
         return
     await on_expanded(node, path)
-    await asyncio.gather(*(_route_given(child, (*path, child_step(node, child)), on_expanded)
-                           for child in node.children))
+    await gather_or_cancel(_route_given(child, (*path, child_step(node, child)), on_expanded)
+                           for child in node.children)
 
 
 def _load_tree(path: Path, task: Task) -> Node:

@@ -10,12 +10,12 @@ depend on the input order.
 
 from __future__ import annotations
 
-import asyncio
 from collections import Counter
 from typing import Any
 
 import dspy
 
+from treesynth.aio import gather_or_cancel
 from treesynth.models import Node, Task, stable_hash, stable_seed
 from treesynth.providers.gateway import Gateway
 from treesynth.signatures import NONE_FITS, RouteSamples, assignments_type, shaped
@@ -98,8 +98,8 @@ class Router:
             routed: Routed = {}
             for round_index in range(ROUTING_ROUNDS):
                 batches = [pending[i:i + self.batch_size] for i in range(0, len(pending), self.batch_size)]
-                results = await asyncio.gather(*(self._batch(node, subspace, options, b, round_index)
-                                                 for b in batches))
+                results = await gather_or_cancel(self._batch(node, subspace, options, b, round_index)
+                                                 for b in batches)
                 pending = []
                 for batch_routed, retry in results:
                     routed.update(batch_routed)

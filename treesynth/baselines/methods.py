@@ -13,13 +13,12 @@ compare methods and nothing else:
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Any, Literal
 
 import dspy
 
-from treesynth.aio import run_sync
+from treesynth.aio import gather_or_cancel, run_sync
 from treesynth.config import Role, RunConfig
 from treesynth.errors import ConfigError
 from treesynth.io import iter_lines, json_record
@@ -195,7 +194,7 @@ class Baseline:
         await planner.finish_tree()
         filler = LeafFiller(source, gateway, store, planner, task, self.config, on_progress=lambda: None,
                             stage=self.method)
-        await asyncio.gather(*(filler.fill(Leaf(leaf_id, path)) for leaf_id, path in paths.items()))
+        await gather_or_cancel(filler.fill(Leaf(leaf_id, path)) for leaf_id, path in paths.items())
 
 
 def read_personas(path: Path) -> list[str]:

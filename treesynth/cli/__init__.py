@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from typing import Annotated
 
 import typer
 
@@ -14,11 +15,26 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},  # inherited by every command
 )
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from treesynth import __version__
+
+        typer.echo(f"treesynth {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                                help="Print the version and exit.")] = False) -> None:
+    """Tree-guided synthesis of diverse datasets from one sentence."""
+
+
 def _register_commands() -> None:
-    from treesynth.cli import balance, bench, compile, evaluate, run, tree, tune
+    from treesynth.cli import balance, bench, compile, config, evaluate, run, tree, tune
 
     run.register(app)
     balance.register(app)
@@ -27,6 +43,7 @@ def _register_commands() -> None:
     bench.register(app)
     compile.register(app)
     tune.register(app)
+    config.register(app)
 
 
 _register_commands()

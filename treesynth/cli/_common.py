@@ -80,12 +80,22 @@ def cli_command(*, omit: Collection[str] = ()) -> Callable[[Command], Command]:
             with cli_errors():
                 fn(**values)
 
+        command.__doc__ = unwrapped(fn.__doc__)
         command.__dict__["__signature__"] = inspect.Signature(params)
         command.__annotations__ = {p.name: p.annotation for p in params}
         command.__dict__["error_mapping"] = cli_errors
         return command
 
     return decorate
+
+
+def unwrapped(doc: str | None) -> str | None:
+    """``doc`` with each paragraph on one line: ``--help`` keeps a docstring's line breaks, so the source's
+    wrapping would break sentences on every terminal; the terminal's own wrapping is the right one."""
+    if doc is None:
+        return None
+    paragraphs = inspect.cleandoc(doc).split("\n\n")
+    return "\n\n".join(" ".join(paragraph.split()) for paragraph in paragraphs)
 
 
 def _spread(fn: Command, omit: frozenset[str]) -> tuple[list[inspect.Parameter], dict[str, tuple[type, list[str]]]]:

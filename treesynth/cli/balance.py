@@ -18,13 +18,17 @@ def register(app: typer.Typer) -> None:
     app.command("balance", no_args_is_help=True)(balance)
 
 
+_ONE_OF = r"\[default: none; give one of --per-leaf, --total, --target-dist]"
+
+
 @dataclass(frozen=True)
 class TargetOptions:
     """How many samples every leaf should end with: ``--per-leaf``, ``--total`` or ``--target-dist``."""
 
-    per_leaf: Annotated[int | None, typer.Option(help="Target samples in every leaf.")] = None
-    total: Annotated[int | None, typer.Option(help="Target total, spread evenly over leaves.")] = None
-    target_dist: Annotated[Path | None, typer.Option(help='JSON {"total": N, "weights": {leaf_id: w}}.')] = None
+    per_leaf: Annotated[int | None, typer.Option(help="Target samples in every leaf. " + _ONE_OF)] = None
+    total: Annotated[int | None, typer.Option(help="Target total, spread evenly over leaves. " + _ONE_OF)] = None
+    target_dist: Annotated[Path | None, typer.Option(help='JSON {"total": N, "weights": {leaf_id: w}}. '
+                                                          + _ONE_OF)] = None
 
 
 @cli_command(omit=("samples",))
@@ -34,10 +38,12 @@ def balance(
                                       "file).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output directory (re-use it to resume).")],
     *,
-    tree: Annotated[Path | None, typer.Option(help="Reuse this tree.json instead of building a tree.")] = None,
+    tree: Annotated[Path | None, typer.Option(help="Reuse this tree.json instead of building a tree. "
+                                                r"\[default: build one]")] = None,
     target: TargetOptions,
     field: Annotated[str | None, typer.Option(help="Text field to route by, or a template like "
-                                              "'{question} {answer}'.")] = None,
+                                              "'{question} {answer}'. \\[default: 'text', else "
+                                              "a record's 'fields', else its one string field]")] = None,
     batch_size: Annotated[int, typer.Option(min=1, max=200, help="Samples routed per LLM call.")] = 20,
     options: RunOptions,
 ) -> None:
@@ -57,4 +63,5 @@ def balance(
                f"{counts['synthesized']} synthesized) over {plural(counts['leaves'], 'leaf')}; {counts['downsampled']} "
                f"downsampled, {counts['duplicate']} duplicates, {counts['unrouted']} unrouted -> {result.out}")
     if result.summary["status"] != "complete":
-        fail(f"balance is partial (shortfall of {counts['shortfall']}); re-run the same command to resume", 1)
+        fail(result.summary.get("error") or f"balance is partial (shortfall of {counts['shortfall']}); re-run the "
+             "same command to resume", 1)

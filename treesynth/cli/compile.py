@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from treesynth.cli._common import cli_command
+from treesynth.cli.guard import Yes, confirm_spend, planned_spend
 from treesynth.cli.options import RunOptions
 from treesynth.wording import plural
 
@@ -63,6 +64,7 @@ def compile_command(
                                               "<out without .json>-trees.")] = None,
     *,
     options: RunOptions,
+    yes: Yes = False,
 ) -> None:
     """Grow small trees on TASKS, compile the program against diversity objectives, save it as JSON.
 
@@ -76,6 +78,8 @@ def compile_command(
 
     parsed = [Task.from_arg(t) for t in tasks]
     cfg = options.to_config()
+    trees = len(parsed)  # the example trees (the measuring calls come on top)
+    confirm_spend(cfg, planned_spend(cfg, runs=trees), yes=yes, runs=trees)
     compile_options = compiler.to_compile_options(cfg.seed)
     reflection = None
     if reflection_model:

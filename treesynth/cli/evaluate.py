@@ -30,7 +30,8 @@ DataArg = Annotated[
 ]
 FieldOpt = Annotated[
     str | None,
-    typer.Option("--field", "-f", help='Text field, or a template over fields such as "{question} {answer}".'),
+    typer.Option("--field", "-f", help='Text field, or a template over fields such as "{question} {answer}". '
+                                    r"\[default: 'text', else a record's 'fields', else its one string field]"),
 ]
 OutOpt = Annotated[
     Path | None,
@@ -69,7 +70,8 @@ PointsOpt = Annotated[int, typer.Option("--max-plot-points", help="Points per da
 NoPlotsOpt = Annotated[bool, typer.Option("--no-plots", help="Skip the PNG plots.")]
 CacheOpt = Annotated[Path | None, typer.Option("--cache-dir", help="Embedding cache folder. Default: <out>/cache.")]
 NoCacheOpt = Annotated[bool, typer.Option("--no-cache", help="Do not read or write the embedding cache.")]
-BatchOpt = Annotated[int | None, typer.Option("--batch-size", min=1, help="Texts per embedding call.")]
+BatchOpt = Annotated[int | None, typer.Option("--batch-size", min=1, help="Texts per embedding call. "
+                                                r"\[default: the embedder's own]")]
 
 
 def register(app: typer.Typer) -> None:

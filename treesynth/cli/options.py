@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from treesynth.config import EMBEDDED_DEFAULTS, ROLES, ModelConfig
 from treesynth.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -24,8 +25,37 @@ TREE_SHAPE = ("depth", "width", "pivots", "samples_per_call")
 
 _KEYS = {"model": "model.model", "api_base": "model.api_base", "structured_output": "model.structured_output",
          "depth": "tree.depth", "width": "tree.width", "pivots": "tree.pivots", "samples": "synthesis.samples",
-         "samples_per_call": "synthesis.samples_per_call", "concurrency": "concurrency", "seed": "seed"}
+         "samples_per_call": "synthesis.samples_per_call", "concurrency": "concurrency", "seed": "seed",
+         "max_calls": "budget.max_calls", "max_cost": "budget.max_cost_usd"}
 """Option name -> dotted :class:`RunConfig` key: the one home of the flag-to-config mapping."""
+
+
+def default_text(key: str) -> str:
+    """``[default: …]`` (escaped for rich) for a dotted :class:`RunConfig` key, with the embedded model's default
+    where it differs."""
+    from treesynth.config import RunConfig
+
+    value: Any = RunConfig().model_dump(mode="json")
+    for part in key.split("."):
+        value = value[part]
+    embedded = EMBEDDED_DEFAULTS.get(key)
+    both = f"{value}; embedded model: {embedded}" if embedded is not None and embedded != value else f"{value}"
+    return rf"\[default: {both}]"  # escaped: rich would read [...] as markup
+
+
+def _with_default(text: str, key: str) -> str:
+    return f"{text} {default_text(key)}"
+
+
+_TEMPERATURES = r"\[default: " + ", ".join(f"{role}={ModelConfig().temperature(role):g}" for role in ROLES) + "]"
+
+MaxCalls = Annotated[int | None, typer.Option(
+    "--max-calls", help="Spending cap: most LLM calls per run directory (over all its sessions); at the cap "
+                               "no call starts, the run stops partial and a re-run with a higher cap resumes it. "
+                               r"\[default: no cap]")]
+MaxCost = Annotated[float | None, typer.Option(
+    "--max-cost", help="Spending cap: most estimated US dollars per run directory (over all its sessions), "
+                                "like --max-calls. " r"\[default: no cap]")]
 
 
 @dataclass(frozen=True)
@@ -37,25 +67,36 @@ class RunOptions:
 
     model: Annotated[str | None, typer.Option(
         "--model", "-m", help="provider/model (litellm), a local/... embedded model or test/fake. "
-                              "Default: the embedded local/qwen2.5-coder-1.5b-instruct.")] = None
-    api_base: Annotated[str | None, typer.Option(help="Base URL of an OpenAI-compatible server.")] = None
+                              r"\[default: the embedded local/qwen2.5-coder-1.5b-instruct]")] = None
+    api_base: Annotated[str | None, typer.Option(help="Base URL of an OpenAI-compatible server. "
+                                                      r"\[default: the provider's own]")] = None
     structured_output: Annotated[str | None, typer.Option(
         "--structured-output",
         help="auto | json_schema | json_object_schema | json_object | prompt: how the provider is asked for JSON. "
-             "Default auto: json_schema first for a server at --api-base, "
-             "falling back in that order when the server refuses the format.")] = None
+             "auto: json_schema first for a server at --api-base, falling back in that order when the server "
+             r"refuses the format. \[default: auto]")] = None
     role_models: Annotated[list[str] | None, typer.Option(
-        "--role-model", help="ROLE=MODEL for one role (pivots, criterion, coverage, leaf); repeatable.")] = None
-    role_temperatures: Annotated[list[str] | None, typer.Option("--role-temperature",
-                                                                help="ROLE=T; repeatable.")] = None
-    depth: Annotated[int | None, typer.Option(help="Maximum tree depth (>= 1).")] = None
-    width: Annotated[int | None, typer.Option(help="Maximum finite children per node (>= 2).")] = None
-    pivots: Annotated[int | None, typer.Option(help="Pivot samples per internal node.")] = None
-    samples: Annotated[int | None, typer.Option("--samples", "-n", help="Samples to deliver.")] = None
-    samples_per_call: Annotated[int | None, typer.Option(help="Samples requested per synthesis call.")] = None
-    concurrency: Annotated[int | None, typer.Option(help="Most LLM calls in flight.")] = None
-    seed: Annotated[int | None, typer.Option(help="Run seed (drives every per-call seed).")] = None
-    config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML config (or a run.json).")] = None
+        "--role-model", help=f"ROLE=MODEL for one role ({', '.join(ROLES)}); repeatable. "
+                              r"\[default: --model for every role]")] = None
+    role_temperatures: Annotated[list[str] | None, typer.Option(
+        "--role-temperature", help=f"ROLE=T for one role ({', '.join(ROLES)}); repeatable. {_TEMPERATURES}")] = None
+    depth: Annotated[int | None, typer.Option(help=_with_default("Maximum tree depth (>= 1).", "tree.depth"))] = None
+    width: Annotated[int | None, typer.Option(help=_with_default("Maximum finite children per node (>= 2).",
+                                                                 "tree.width"))] = None
+    pivots: Annotated[int | None, typer.Option(help=_with_default("Pivot samples per internal node.",
+                                                                  "tree.pivots"))] = None
+    samples: Annotated[int | None, typer.Option("--samples", "-n", help=_with_default(
+        "Samples to deliver.", "synthesis.samples"))] = None
+    samples_per_call: Annotated[int | None, typer.Option(help=_with_default(
+        "Samples requested per synthesis call.", "synthesis.samples_per_call"))] = None
+    concurrency: Annotated[int | None, typer.Option(help=_with_default("Most LLM calls in flight.",
+                                                                       "concurrency"))] = None
+    seed: Annotated[int | None, typer.Option(help=_with_default("Run seed (drives every per-call seed).",
+                                                                "seed"))] = None
+    max_calls: MaxCalls = None
+    max_cost: MaxCost = None
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML config (or a run.json). "
+                                                r"\[default: none: the defaults above]")] = None
 
     def to_config(self) -> RunConfig:
         """Load ``--config`` (or defaults) and apply the options that were given.
@@ -75,7 +116,7 @@ class RunOptions:
         base = RunConfig.load(self.config) if self.config else RunConfig.defaults_for(str(model))
         overrides: dict[str, Any] = {key: getattr(self, name) for name, key in _KEYS.items()}
         overrides["model.model"] = model
-        for role, value in _pairs(self.role_models, "--role-model").items():
+        for role, value in _pairs(self.role_models, "--role-model").items():  # roles checked in _pairs
             overrides[f"model.roles.{role}.model"] = value
         for role, temperature in _pairs(self.role_temperatures, "--role-temperature").items():
             overrides[f"model.roles.{role}.temperature"] = temperature
@@ -88,5 +129,7 @@ def _pairs(items: list[str] | None, flag: str) -> dict[str, str]:
         role, sep, value = item.partition("=")
         if not sep or not role or not value:
             raise ConfigError(f"{flag} expects ROLE=VALUE (e.g. {flag} leaf=...), got {item!r}")
+        if role.strip() not in ROLES:
+            raise ConfigError(f"{flag} names an unknown role {role.strip()!r}; roles: {', '.join(ROLES)}")
         pairs[role.strip()] = value.strip()
     return pairs

@@ -9,6 +9,7 @@ import typer
 
 from treesynth.aio import run_sync
 from treesynth.cli._common import cli_command, fail
+from treesynth.cli.guard import Spend, Yes, confirm_spend, planned_spend, warn_spend
 from treesynth.cli.options import RunOptions
 from treesynth.models import Task, stable_hash
 from treesynth.wording import plural
@@ -16,7 +17,7 @@ from treesynth.wording import plural
 DEFAULT_RUNS_DIR = Path("runs")
 
 Out = Annotated[Path | None, typer.Option("--out", "-o", help="Run directory (re-use it to resume). "
-                                          "Default: runs/<task-slug>.")]
+                                          r"\[default: runs/<task-slug>]")]
 
 
 def default_out(task: Task) -> Path:
@@ -39,19 +40,32 @@ def run(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Plan only: grow the tree into --out (a later run "
                                           "reuses it) and print the projected calls, tokens and cost.")] = False,
-    analytic: Annotated[bool, typer.Option(help="With --dry-run: make no LLM call; bound the tree by full "
-                                           "width.")] = False,
+    analytic: Annotated[bool, typer.Option("--analytic", help="With --dry-run: make no LLM call; bound the tree "
+                                           "by full width.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="With --dry-run: print the plan as JSON.")] = False,
     program: Annotated[Path | None, typer.Option("--program", help="A compiled program (JSON from `treesynth "
-                                                 "compile`).")] = None,
+                                                 r"compile`). \[default: the uncompiled program]")] = None,
+    yes: Yes = False,
 ) -> None:
-    """Build the partition tree for TASK and synthesize a dataset at its leaves."""
+    """Build the partition tree for TASK and synthesize a dataset at its leaves.
+
+    A run planned above the confirmation threshold (10,000 LLM calls or $5 by default) asks first on a terminal
+    and needs --yes otherwise; --max-calls and --max-cost cap what the run may spend.
+    """
+    plan_only = [flag for flag, given in (("--analytic", analytic), ("--json", as_json)) if given]
+    if plan_only and not dry_run:
+        verb = "apply" if len(plan_only) > 1 else "applies"
+        fail(f"{' and '.join(plan_only)} only {verb} to a plan: add --dry-run (without it the command runs the "
+             "task and spends)", 2)
     parsed = Task.from_arg(task)
     cfg = options.to_config()
     compiled = _load_program(program)
     if dry_run:
+        if not analytic:  # growing the tree spends its calls
+            confirm_spend(cfg, planned_spend(cfg, tree_only=True), yes=yes)
         _plan(parsed, cfg, out or default_out(parsed), analytic=analytic, as_json=as_json, program=compiled)
         return
+    confirm_spend(cfg, planned_spend(cfg), yes=yes)
     warnings = _start_warnings(parsed, cfg, out or default_out(parsed))
     result = _execute(parsed, cfg, out or default_out(parsed), quiet, compiled, warnings)
     counts = result.summary["counts"]
@@ -112,8 +126,10 @@ def _plan(task: Task, cfg: Any, out: Path, *, analytic: bool, as_json: bool, pro
     else:
         plan = run_sync(lambda: aplan(TreeSynth(cfg, program=program), task, out))
     _warn(plan.warnings)
+    warning = warn_spend(cfg, Spend(plan.calls, plan.cost_usd))
     if as_json:
-        typer.echo(json.dumps(plan.as_dict(), indent=2))
+        typer.echo(json.dumps({**plan.as_dict(), "warning": warning, "config": cfg.model_dump(mode="json")},
+                              indent=2))
         return
     cost = "unknown" if plan.cost_usd is None else f"${plan.cost_usd:.4f}"
     kind = "upper bound, no calls made" if plan.analytic else f"tree grown into {out}; synthesis projected"

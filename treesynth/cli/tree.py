@@ -57,7 +57,8 @@ def _samples(run_dir: Path) -> list[dict[str, Any]]:
 def show(
     path: Annotated[Path, typer.Argument(help="A run directory or a tree.json file.")],
     fmt: Annotated[Format, typer.Option("--format", "-f", help="Output format.")] = Format.text,
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to this file instead of stdout.")]
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to this file instead of stdout. "
+                                                                               r"\[default: stdout]")]
     = None,
 ) -> None:
     """Show the partition tree of a run."""

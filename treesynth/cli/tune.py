@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -9,6 +11,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from treesynth.cli._common import cli_command
+from treesynth.cli.guard import Yes, confirm_spend, planned_spend
 from treesynth.cli.options import TREE_SHAPE, RunOptions
 
 if TYPE_CHECKING:
@@ -40,12 +43,13 @@ class SearchOptions:
                                            "whole generated set.")] = "vendi"
     cost: Annotated[str, typer.Option(help="calls | tokens.")] = "calls"
     budget: Annotated[int | None, typer.Option(help="Most cost (in --cost units) per trial; over-budget trials are "
-                                               "stopped and pruned.")] = None
+                                               "stopped and pruned. " r"\[default: no limit]")] = None
     embedder: Annotated[str, typer.Option(help="Embedder of the diversity: lexical (numpy only) | minilm | "
                                           "st:<model> | litellm:<model>.")] = "lexical"
-    space: Annotated[Path | None, typer.Option(help="YAML search space (ranges per parameter, programs).")] = None
+    space: Annotated[Path | None, typer.Option(help="YAML search space (ranges per parameter, programs). "
+                                                r"\[default: the built-in space]")] = None
     program: Annotated[list[Path] | None, typer.Option("--program", help="A compiled program trials may choose; "
-                                                       "repeatable.")] = None
+                                                       "repeatable. " r"\[default: none]")] = None
     startup_trials: Annotated[int, typer.Option(help="Random trials before TPE models the space.")] = 5
 
     def to_tune_options(self, study: StudyOptions, seed: int) -> TuneOptions:
@@ -70,6 +74,7 @@ def tune_command(
     *,
     search: SearchOptions,
     options: RunOptions,
+    yes: Yes = False,
 ) -> None:
     """Tune depth, width, pivots, samples per call and temperatures for TASK; write the Pareto front.
 
@@ -81,7 +86,10 @@ def tune_command(
 
     parsed = Task.from_arg(task)
     cfg = options.to_config()
-    result = tune(parsed, cfg, out, search.to_tune_options(experiment, cfg.seed))
+    trials = experiment.trials  # each planned with the base shape
+    confirm_spend(cfg, planned_spend(cfg, runs=trials), yes=yes, runs=trials)
+    with _quiet_optuna():  # Optuna's [I …] line per trial would bury the command's own output
+        result = tune(parsed, cfg, out, search.to_tune_options(experiment, cfg.seed))
     typer.echo(f"study {result.study_name} ({result.storage}): {result.finished} finished trials ({result.ran} run "
                f"now, {result.recovered} recovered from an interrupted run)")
     chosen = result.chosen
@@ -92,3 +100,16 @@ def tune_command(
                f"{result.metric_names[0]} {chosen['diversity']:.4f}, {result.metric_names[1]} {chosen['cost']:g}")
     for kind, path in result.files.items():
         typer.echo(f"  {kind}: {path}")
+
+
+@contextmanager
+def _quiet_optuna() -> Iterator[None]:
+    """Optuna logs warnings and errors only while the block runs; its previous level is restored after."""
+    import optuna
+
+    level = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        yield
+    finally:
+        optuna.logging.set_verbosity(level)

@@ -3,7 +3,8 @@
 It owns: adaptive bounded concurrency (:class:`AdaptiveLimiter`), per-call timeouts, retries with
 exponential backoff that honour ``Retry-After`` and release the concurrency slot while sleeping,
 per-call seeds (distinct ``rollout_id``/``seed`` so no two draws collapse in DSPy's cache), one ledger
-record per call, parse-failure handling, and a circuit breaker that stops the run cleanly (as
+record per call, spending caps (:class:`~treesynth.providers.budget.SpendingCap`: no call starts once a
+cap would be exceeded), parse-failure handling, and a circuit breaker that stops the run cleanly (as
 :class:`ProviderError`) after sustained failure.
 
 Structured output: given the run's :class:`~treesynth.providers.structured.StructuredOutputs` (the same
@@ -31,12 +32,15 @@ from dspy.utils.exceptions import (
 )
 
 from treesynth.config import Role, is_local_model
-from treesynth.errors import ProviderError
+from treesynth.errors import BudgetExceededError, ProviderError
+from treesynth.providers.budget import SpendingCap
 from treesynth.providers.limiter import AdaptiveLimiter
 from treesynth.providers.structured import DIALECTS, Dialect, StructuredOutputs, refuses_response_format
 
 T = TypeVar("T")
 MAX_BACKOFF_SECONDS = 60.0
+CAP_POLL_SECONDS = 0.05
+"""How often a call stopped by a spending cap checks whether the calls in flight have been booked."""
 _UNREACHABLE_MARKERS = ("Connection error", "Connection refused", "Name or service not known", "nodename nor servname")
 
 
@@ -96,12 +100,15 @@ class Gateway:
         on_call: Receives a :class:`CallRecord` after every call (the run store's ledger).
         policy: Attempts, timeout, circuit-breaker threshold.
         structured: The run's structured-output state (the adapter's too); ``None``: no format fallback.
+        cap: The run's spending caps (checked before every call starts); ``None``: no cap.
     """
 
     def __init__(self, lms: dict[Role, dspy.LM], *, concurrency: int, on_call: Callable[[CallRecord], None],
-                 policy: RetryPolicy | None = None, structured: StructuredOutputs | None = None) -> None:
+                 policy: RetryPolicy | None = None, structured: StructuredOutputs | None = None,
+                 cap: SpendingCap | None = None) -> None:
         """Create a gateway; see the class docstring."""
         self.lms = lms
+        self.cap = cap or SpendingCap()
         self.structured = structured
         self._parse_failures: dict[str, int] = {}
         self._parsed: set[str] = set()
@@ -125,13 +132,31 @@ class Gateway:
         ``--api-base``); a ``required`` call fails for a provider reason (tree building must not be
         degraded by an outage); ``policy.failure_limit`` consecutive attempts fail for reasons other
         than rate limits (the circuit breaker); or the model's first ``policy.parse_limit`` completed calls
-        all failed to parse. A call refused for its response format under ``auto`` is retried at once with
-        the model's next dialect (not counted by the breaker).
+        all failed to parse; :class:`~treesynth.errors.BudgetExceededError` (a ``ProviderError``) when a
+        spending cap would be exceeded, before the call starts. A call refused for its response format under
+        ``auto`` is retried at once with the model's next dialect (not counted by the breaker).
         """
         lm = self.lms[role]
+        await self._admit()
+        start = asyncio.get_running_loop().time()
+        try:
+            attempt, retries, stop = await self._attempts(lm, seed, fn)
+        except BaseException:  # cancelled, or a provider error before any outcome: nothing to book
+            self.cap.release()
+            raise
+        self._record(stage, lm.model, node_id, attempt, start, retries)
+        if stop is not None:  # breaker tripped or host unreachable: the ledger still got this call
+            raise stop
+        self._track_parse(lm, attempt)
+        if required and attempt.error not in (None, "parse"):
+            raise ProviderError(f"the {stage} call for node {node_id} failed after {retries + 1} attempts "
+                                f"({attempt.error}); {_refusal_fix(attempt)}re-run the same command to resume")
+        return attempt.result if attempt.error is None else None
+
+    async def _attempts(self, lm: dspy.LM, seed: int, fn: CallFn[Any]) -> tuple[_Attempt, int, ProviderError | None]:
+        """Try one call with retries: its last attempt, the retries made and the error that stops the run."""
         config = {"rollout_id": seed, "seed": seed, "temperature": lm.kwargs.get("temperature", 1.0)}
         jitter = random.Random(seed)
-        start = asyncio.get_running_loop().time()
         attempt = _Attempt()
         retries = 0
         for index in range(self.policy.attempts):
@@ -143,19 +168,23 @@ class Gateway:
                 attempt = await self._attempt(lm, config, fn)
             try:
                 self._track_failures(attempt, lm.model)
-            except ProviderError:  # breaker tripped or host unreachable: the ledger still gets this call
-                self._record(stage, lm.model, node_id, attempt, start, retries)
-                raise
+            except ProviderError as stop:
+                return attempt, retries, stop
             if not attempt.retryable or index == self.policy.attempts - 1:
                 break
             retries += 1
             await asyncio.sleep(self._delay(attempt, index, jitter))  # the slot is free while we sleep
-        self._record(stage, lm.model, node_id, attempt, start, retries)
-        self._track_parse(lm, attempt)
-        if required and attempt.error not in (None, "parse"):
-            raise ProviderError(f"the {stage} call for node {node_id} failed after {retries + 1} attempts "
-                                f"({attempt.error}); {_refusal_fix(attempt)}re-run the same command to resume")
-        return attempt.result if attempt.error is None else None
+        return attempt, retries, None
+
+    async def _admit(self) -> None:
+        """Reserve one call under the spending caps. At a cap no call starts, and the stop is raised once the
+        calls in flight are booked, so the run keeps (and the ledger counts) what was already paid for."""
+        try:
+            self.cap.admit()
+        except BudgetExceededError:
+            while self.cap.in_flight:
+                await asyncio.sleep(CAP_POLL_SECONDS)
+            raise
 
     def _record(self, stage: str, model: str, node_id: str, attempt: _Attempt, start: float, retries: int) -> None:
         """Hand one call (its last attempt's outcome, usage and total time) to the ledger.
@@ -166,6 +195,7 @@ class Gateway:
         prompt, completion = _usage(attempt.result)
         cached = attempt.error is None and prompt == completion == 0
         seconds = asyncio.get_running_loop().time() - start
+        self.cap.charge(model, prompt, completion)
         self._on_call(CallRecord(stage, model, node_id, attempt.error is None, attempt.error, prompt, completion,
                                  seconds, retries, cached))
 
