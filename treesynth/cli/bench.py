@@ -8,9 +8,9 @@ from typing import Annotated
 import typer
 
 from treesynth.cli._common import cli_command
-from treesynth.wording import plural
 from treesynth.cli.guard import Spend, Yes, capped, confirm_spend, planned_spend
 from treesynth.cli.options import MaxCalls, MaxCost
+from treesynth.wording import plural
 
 
 def register(app: typer.Typer) -> None:
