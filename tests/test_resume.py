@@ -143,7 +143,7 @@ def test_ctrl_c_on_the_cli_leaves_run_json_and_partial_samples_and_the_resume_sa
         tmp_path: Path) -> None:
     out = tmp_path / "R"
     db = out / "treesynth.db"
-    env = {**os.environ, "TREESYNTH_FAKE_LATENCY_MS": "40"}
+    env = {**os.environ, "TREESYNTH_FAKE_LATENCY_MS": "150"}  # slow enough to be caught mid-run on a busy machine
     proc = subprocess.Popen([sys.executable, "-m", "treesynth", *CMD, "--out", str(out)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     wait_for_samples(db, proc, 20)  # into leaf synthesis

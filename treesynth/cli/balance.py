@@ -49,9 +49,11 @@ def balance(
 ) -> None:
     """Route DATA's samples to the leaves of a tree, downsample crowded leaves and synthesize into sparse ones.
 
-    Writes balanced.jsonl (every record with origin, leaf_id and path; originals verbatim, synthesized records with
-    the originals' columns, non-text ones null), routing.jsonl
-    (where every input line went), unrouted.jsonl, report.md with a before/after picture, tree.json, run.json.
+    Writes balanced.jsonl: every record with origin, leaf_id and path; originals verbatim, synthesized records with
+    the originals' columns (non-text ones null).
+
+    Also writes routing.jsonl (where every input line went), unrouted.jsonl, report.md with a before/after picture,
+    tree.json and run.json.
     """
     from treesynth.balance import Balancer, BalanceTarget
 
