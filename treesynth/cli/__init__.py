@@ -18,7 +18,7 @@ app = typer.Typer(
 
 
 def _register_commands() -> None:
-    from treesynth.cli import balance, bench, compile, evaluate, run, tree, tune
+    from treesynth.cli import balance, bench, compile, evaluate, export, run, tree, tune
 
     run.register(app)
     balance.register(app)
@@ -27,6 +27,7 @@ def _register_commands() -> None:
     bench.register(app)
     compile.register(app)
     tune.register(app)
+    export.register(app)
 
 
 _register_commands()
