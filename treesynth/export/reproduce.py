@@ -47,8 +47,9 @@ def reproduction(source: RunSource) -> Reproduction:
     if source.kind == "balance":
         given = source.run.get("input") or {}
         target = (source.run.get("counts") or {}).get("target", 0)
-        command = (f"treesynth balance {shlex.quote(str(given.get('path', 'DATA.jsonl')))} --task "
-                   f"{shlex.quote(_task_ref(source.task, files))} --field {shlex.quote(str(given.get('field', 'text')))} "
+        data, text = (shlex.quote(str(given.get(key, default))) for key, default in (("path", "DATA.jsonl"),
+                                                                                      ("field", "text")))
+        command = (f"treesynth balance {data} --task {shlex.quote(_task_ref(source.task, files))} --field {text} "
                    f"--total {target} --config {CONFIG_FILE} --out {out}")
     elif source.kind == "baseline":
         config = {k: v for k, v in source.config.items() if k != "seed"}

@@ -88,7 +88,8 @@ class RunSource:
 
 def synthesis_model(config: Mapping[str, Any]) -> str | None:
     """The model that wrote the samples: the ``leaf`` role's override, else the run's model."""
-    model = config.get("model") if isinstance(config.get("model"), Mapping) else {}
+    found = config.get("model")
+    model: Mapping[str, Any] = found if isinstance(found, Mapping) else {}
     role = (model.get("roles") or {}).get("leaf") or {}
     found = role.get("model") or model.get("model")
     return str(found) if found else None
@@ -192,10 +193,8 @@ def _provenance(source: RunSource, sample_id: Any, record: Mapping[str, Any], or
 
 
 def _sample_row(source: RunSource, record: dict[str, Any], call_of: Mapping[str, int]) -> SourceRow:
-    if isinstance(record.get("fields"), Mapping):
-        content = dict(record["fields"])
-    else:
-        content = {"text": record.get("text", "")}
+    fields = record.get("fields")
+    content = dict(fields) if isinstance(fields, Mapping) else {"text": record.get("text", "")}
     origin = "treesynth" if source.kind == "run" else str(source.run.get("method") or "baseline")
     return SourceRow(content, _provenance(source, record.get("id"), record, origin, call_of))
 
