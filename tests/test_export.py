@@ -266,3 +266,23 @@ def test_card_reads_near_duplicate_counts_and_pairs_when_present(qa_run: Path, t
     assert "| near-duplicates removed | 1 |" in card and "| near-duplicate | 1 |" in card
     line = next(line for line in card.splitlines() if "How many apples to get 10?" in line)
     assert kept["fields"]["question"] in line
+
+
+def test_columns_that_mix_types_become_text_and_missing_values_null(tmp_path: Path) -> None:
+    from treesynth.export.hub import uniform, write_config
+
+    rows = [{"uid": 1, "meta": {"k": 1}}, {"uid": "x-2", "meta": {"j": "a"}, "extra": [1, "two"]}]
+    assert uniform(rows) == [{"uid": "1", "meta": {"k": 1}, "extra": None},
+                             {"uid": "x-2", "meta": {"j": "a"}, "extra": [1, "two"]}]
+    written = write_config(tmp_path, "raw", rows)
+    back = datasets.load_from_disk(str(tmp_path / "hf" / "raw"))["train"].to_list()
+    assert written.rows == 2 and back[0]["uid"] == "1" and back[1]["extra"] == '[1, "two"]'
+
+
+def test_force_replaces_an_earlier_export_and_keeps_other_files(qa_run: Path, text_run: Path, tmp_path: Path) -> None:
+    out = tmp_path / "e"
+    export_run(qa_run, out, ExportOptions(formats=("alpaca",), embedder=None), {})
+    (out / "notes.txt").write_text("mine")
+    export_run(text_run, out, ExportOptions(formats=("raw",), embedder=None, force=True), {})
+    assert sorted(p.name for p in (out / "data").iterdir()) == ["raw", "raw-clean"]
+    assert not (out / "treesynth_task.yaml").exists() and (out / "notes.txt").read_text() == "mine"

@@ -46,6 +46,7 @@ def export(
     """Export RUN_DIR's samples in training formats, with provenance columns and a dataset card."""
     from treesynth.export import CardMeta, ExportOptions, export_run
 
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # as eval: no model-loading bars
     options = ExportOptions(formats=tuple(fmt or ()), field_map=field_map, clean=clean,
                             embedder=None if embedder == "none" else embedder,
                             card=CardMeta(license=license_id, task_categories=tuple(task_category or ())),

@@ -20,12 +20,13 @@ from treesynth.errors import ConfigError
 from treesynth.export.card import CardInputs, CardMeta, render_card
 from treesynth.export.formats import FORMATS, layout, parse_formats, parse_map, to_parts
 from treesynth.export.hub import WrittenConfig, hub_token, push, require_datasets, write_config
-from treesynth.export.reproduce import reproduction
+from treesynth.export.reproduce import CONFIG_FILE, SWEEP_FILE, TASK_FILE, reproduction
 from treesynth.export.source import RunSource, load_source
 from treesynth.store import write_atomic
 
 CARD_FILE = "README.md"
 _OWNED = ("data", "jsonl", "hf")
+_OWNED_FILES = (CARD_FILE, "tree.json", "treesynth_run.json", CONFIG_FILE, TASK_FILE, SWEEP_FILE)
 
 
 @dataclass(frozen=True)
@@ -135,8 +136,10 @@ def export_run(run_dir: Path, out: Path, options: ExportOptions, environ: Mappin
     _check_out(out, run_dir, options.force)
     require_datasets()
     diversity = _diversity(source, options.embedder)
-    for name in _OWNED:
+    for name in _OWNED:  # --force: an earlier export's configs and files go, nothing else in --out
         shutil.rmtree(out / name, ignore_errors=True)
+    for name in _OWNED_FILES:
+        (out / name).unlink(missing_ok=True)
     out.mkdir(parents=True, exist_ok=True)
     tables = build_configs(source, formats, mapping, clean)
     written = [write_config(out, name, rows) for name, rows in tables.items()]

@@ -64,9 +64,13 @@ def _kind(value: Any) -> str:
         return "bool"
     if isinstance(value, int | float):
         return "number"
-    if isinstance(value, dict):
-        return "object:" + ",".join(sorted(value))
-    return type(value).__name__
+    return type(value).__name__  # objects with different keys are one struct column; Arrow fills the gaps
+
+
+def _nested_as_text(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Objects and arrays as JSON text: the fallback when Arrow finds no common type inside them."""
+    return [{k: json.dumps(v, ensure_ascii=False) if isinstance(v, dict | list) else v for k, v in row.items()}
+            for row in rows]
 
 
 def write_config(out: Path, name: str, rows: Sequence[Mapping[str, Any]]) -> WrittenConfig:
@@ -75,7 +79,12 @@ def write_config(out: Path, name: str, rows: Sequence[Mapping[str, Any]]) -> Wri
     import pyarrow as pa
 
     table = uniform(rows)
-    dataset = datasets.Dataset(pa.Table.from_pylist(table))
+    try:
+        arrow = pa.Table.from_pylist(table)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        table = _nested_as_text(table)
+        arrow = pa.Table.from_pylist(table)
+    dataset = datasets.Dataset(arrow)
     parquet = out / "data" / name / PARQUET_NAME
     parquet.parent.mkdir(parents=True, exist_ok=True)
     bars = not datasets.are_progress_bars_disabled()
