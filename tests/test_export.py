@@ -286,3 +286,20 @@ def test_force_replaces_an_earlier_export_and_keeps_other_files(qa_run: Path, te
     export_run(text_run, out, ExportOptions(formats=("raw",), embedder=None, force=True), {})
     assert sorted(p.name for p in (out / "data").iterdir()) == ["raw", "raw-clean"]
     assert not (out / "treesynth_task.yaml").exists() and (out / "notes.txt").read_text() == "mine"
+
+
+def test_the_card_names_the_embedder_asked_for(qa_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from treesynth.metrics import embedders
+
+    asked: list[str] = []
+    real = embedders.make_embedder
+
+    def spy(spec: str, **kwargs: Any) -> Any:
+        asked.append(spec)
+        return real("lexical", **kwargs)
+
+    monkeypatch.setattr(embedders, "make_embedder", spy)
+    export_run(qa_run, tmp_path / "e", ExportOptions(formats=("raw",), embedder="minilm"), {})
+    assert asked == ["minilm"] and "embedder **lexical" in (tmp_path / "e" / "README.md").read_text()
+    export_run(qa_run, tmp_path / "f", ExportOptions(formats=("raw",), embedder=None), {})
+    assert asked == ["minilm"] and "## Diversity\n\nNot computed." in (tmp_path / "f" / "README.md").read_text()
