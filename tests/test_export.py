@@ -303,3 +303,27 @@ def test_the_card_names_the_embedder_asked_for(qa_run: Path, tmp_path: Path, mon
     assert asked == ["minilm"] and "embedder **lexical" in (tmp_path / "e" / "README.md").read_text()
     export_run(qa_run, tmp_path / "f", ExportOptions(formats=("raw",), embedder=None), {})
     assert asked == ["minilm"] and "## Diversity\n\nNot computed." in (tmp_path / "f" / "README.md").read_text()
+
+
+def test_balance_of_sample_shaped_records_flattens_their_fields(tmp_path: Path) -> None:
+    data = tmp_path / "nested.jsonl"
+    with data.open("w") as handle:
+        for i in range(20):
+            handle.write(json.dumps({"id": i, "fields": {"question": f"easy question {i}?", "answer": str(i)}}) + "\n")
+    task = QA.model_copy(update={"description": "math"})
+    for name, field in (("template", "{question} {answer}"), ("default", None)):
+        Balancer(config(12, **{"tree.depth": 1})).balance(data, task, tmp_path / name, BalanceTarget(per_leaf=4),
+                                                          text_field=field)
+        export_run(tmp_path / name, tmp_path / f"e-{name}", ExportOptions(formats=("raw", "alpaca")), {})
+        raw = read_jsonl(tmp_path / f"e-{name}" / "jsonl" / "raw.jsonl")
+        assert all("fields" not in r for r in raw)
+        originals = [r for r in raw if r["treesynth_origin"] == "original"]
+        assert len(originals) == 4 and all({"id", "question", "answer"} <= set(r) for r in originals)
+    alpaca = read_jsonl(tmp_path / "e-template" / "jsonl" / "alpaca.jsonl")
+    raw = read_jsonl(tmp_path / "e-template" / "jsonl" / "raw.jsonl")
+    assert [(a["instruction"], a["output"]) for a in alpaca] == [(r["question"], r["answer"]) for r in raw]
+    card = (tmp_path / "e-template" / "README.md").read_text()
+    assert "on the text field `question + answer`" in card and "--field '{question} {answer}'" in card
+    card = (tmp_path / "e-default" / "README.md").read_text()
+    command = next(line for line in card.splitlines() if line.startswith("treesynth balance"))
+    assert "--field" not in command and "--total 8" in command  # eval's description of its default is no field

@@ -21,7 +21,7 @@ from treesynth.export.card import CardInputs, CardMeta, render_card
 from treesynth.export.formats import FORMATS, layout, parse_formats, parse_map, to_parts
 from treesynth.export.hub import WrittenConfig, hub_token, push, require_datasets, write_config
 from treesynth.export.reproduce import CONFIG_FILE, SWEEP_FILE, TASK_FILE, reproduction
-from treesynth.export.source import RunSource, load_source
+from treesynth.export.source import PREFIX, RunSource, load_source
 from treesynth.store import write_atomic
 
 CARD_FILE = "README.md"
@@ -90,18 +90,26 @@ def build_configs(source: RunSource, formats: list[str], mapping: Mapping[str, s
 
 
 def _diversity(source: RunSource, spec: str | None) -> dict[str, Any] | None:
-    """``treesynth eval``'s metrics of the exported samples with ``spec``'s embedder."""
+    """``treesynth eval``'s metrics of the exported samples with ``spec``'s embedder.
+
+    A run directory is loaded exactly as ``eval`` loads it; a balance run's rows are scored on their routed
+    fields (joined by newlines), since originals and synthesized rows may be shaped differently on disk.
+    """
     if spec is None:
         return None
-    from treesynth.metrics.data import TextSelector, load_dataset
+    from treesynth.metrics.data import LoadedDataset, Record, load_dataset
     from treesynth.metrics.embedders import make_embedder
     from treesynth.metrics.report import evaluate
+    from treesynth.metrics.structure import branch_of_path
 
     embedder = make_embedder(spec)
     if source.kind == "balance":
-        selector = TextSelector(str((source.run.get("input") or {}).get("field") or "text"))
-        data = load_dataset(source.samples_file, selector, name=source.path.name)
-        data.tree, data.run = source.tree, source.run
+        fields = source.content_fields
+        records = [Record(text="\n".join(str(row.content.get(f) or "") for f in fields), line=i + 1,
+                          leaf_id=row.provenance.get(PREFIX + "leaf_id"), branch=branch_of_path(row.steps))
+                   for i, row in enumerate(source.rows)]
+        data = LoadedDataset(name=source.path.name, source=source.samples_file, kind="run",
+                             field=" + ".join(fields), records=records, tree=source.tree, run=source.run)
     else:
         data = load_dataset(source.path)
     report = evaluate([data], embedder).to_dict()

@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from treesynth.export.source import RunSource, synthesis_model
+from treesynth.export.source import RunSource, synthesis_model, template_names
 
 CONFIG_FILE = "treesynth_config.yaml"
 TASK_FILE = "treesynth_task.yaml"
@@ -47,10 +47,12 @@ def reproduction(source: RunSource) -> Reproduction:
     if source.kind == "balance":
         given = source.run.get("input") or {}
         target = (source.run.get("counts") or {}).get("target", 0)
-        data, text = (shlex.quote(str(given.get(key, default))) for key, default in (("path", "DATA.jsonl"),
-                                                                                      ("field", "text")))
-        command = (f"treesynth balance {data} --task {shlex.quote(_task_ref(source.task, files))} --field {text} "
-                   f"--total {target} --config {CONFIG_FILE} --out {out}")
+        spec = str(given.get("field") or "")
+        names = template_names(spec) if spec else []
+        chosen = f" --field {shlex.quote(spec)}" if names and all(n.isidentifier() for n in names) else ""
+        command = (f"treesynth balance {shlex.quote(str(given.get('path', 'DATA.jsonl')))} --task "
+                   f"{shlex.quote(_task_ref(source.task, files))}{chosen} --total {target} --config {CONFIG_FILE} "
+                   f"--out {out}")
     elif source.kind == "baseline":
         config = {k: v for k, v in source.config.items() if k != "seed"}
         files[SWEEP_FILE] = _dump({

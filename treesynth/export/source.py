@@ -31,10 +31,11 @@ KINDS = ("run", "balance", "baseline")
 
 @dataclass(frozen=True)
 class SourceRow:
-    """One sample: its content columns and its ``treesynth_*`` provenance columns."""
+    """One sample: its content columns, its ``treesynth_*`` provenance columns and its path's steps."""
 
     content: dict[str, Any]
     provenance: dict[str, Any]
+    steps: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -129,13 +130,29 @@ def _stored_samples(run_dir: Path) -> tuple[list[dict[str, Any]], dict[str, int]
     return samples, {str(sample_id): int(index) for sample_id, index in calls}
 
 
-def _template_names(spec: str) -> list[str]:
+def template_names(spec: str) -> list[str]:
+    """The field names of a ``--field`` spec: the name itself, or the ``{names}`` of a template."""
     if "{" not in spec:
         return [spec]
     try:
         return [name for _, name, _, _ in string.Formatter().parse(spec) if name]
     except ValueError:
         return []
+
+
+def balance_fields(spec: str, records: list[dict[str, Any]], rows: list[SourceRow]) -> list[str]:
+    """The fields a balance run routed by: the ``--field`` name(s); else a record's nested ``fields``; else the
+    columns of a synthesized row; else the string columns."""
+    available = {name for row in rows for name in row.content}
+    names = template_names(spec)
+    if names and all(name in available for name in names):
+        return names
+    nested = next((r["fields"] for r in records if isinstance(r.get("fields"), Mapping)), None)
+    if nested:
+        return list(nested)
+    synthesized = next((row.content for row in rows if row.provenance[PREFIX + "origin"] == "synthesized"), None)
+    first = synthesized or (rows[0].content if rows else {})
+    return [name for name, value in first.items() if isinstance(value, str)] or list(first)
 
 
 def load_source(run_dir: Path) -> RunSource:
@@ -164,10 +181,11 @@ def load_source(run_dir: Path) -> RunSource:
     stored, call_of = _stored_samples(run_dir)
     records = [record for _, record in iter_jsonl(source.samples_file, allow_empty=True)]
     if source.kind == "balance":
-        source.content_fields = _template_names(str((run.get("input") or {}).get("field") or "text"))
         ids = [s.get("id") for s in stored] if [s.get("leaf_id") for s in stored] == [
             r.get("leaf_id") for r in records] else [None] * len(records)
         source.rows = [_balance_row(source, r, i, call_of) for r, i in zip(records, ids, strict=True)]
+        spec = str((source.run.get("input") or {}).get("field") or "text")
+        source.content_fields = balance_fields(spec, records, source.rows)
     else:
         fields = list(source.task.get("fields") or {})
         source.content_fields = fields or ["text"]
@@ -196,10 +214,18 @@ def _sample_row(source: RunSource, record: dict[str, Any], call_of: Mapping[str,
     fields = record.get("fields")
     content = dict(fields) if isinstance(fields, Mapping) else {"text": record.get("text", "")}
     origin = "treesynth" if source.kind == "run" else str(source.run.get("method") or "baseline")
-    return SourceRow(content, _provenance(source, record.get("id"), record, origin, call_of))
+    return SourceRow(content, _provenance(source, record.get("id"), record, origin, call_of), _steps(record))
+
+
+def _steps(record: Mapping[str, Any]) -> list[dict[str, Any]]:
+    steps = record.get("path")
+    return [dict(s) for s in steps if isinstance(s, Mapping)] if isinstance(steps, list) else []
 
 
 def _balance_row(source: RunSource, record: dict[str, Any], sample_id: Any, call_of: Mapping[str, int]) -> SourceRow:
     content = {k: v for k, v in record.items() if k not in BALANCE_META}
+    nested = content.get("fields")
+    if isinstance(nested, Mapping):  # records shaped like samples: their fields become flat columns
+        content = {**{k: v for k, v in content.items() if k != "fields"}, **nested}
     origin = str(record.get("origin", "synthesized"))
-    return SourceRow(content, _provenance(source, sample_id, record, origin, call_of))
+    return SourceRow(content, _provenance(source, sample_id, record, origin, call_of), _steps(record))
