@@ -222,6 +222,8 @@ def test_push_without_a_token_is_a_usage_error_before_any_write(qa_run: Path, tm
     (["--map", "question"], "not FIELD=TARGET"),
     (["--map", "prompt=instruction,answer=output"], "field 'prompt'"),
     (["--map", "question=user,answer=output"], "target 'user'"),
+    (["--map", "question=instruction"], "no field to output"),
+    (["--clean", "chatml"], "unknown --clean format 'chatml'"),
 ])
 def test_bad_options_are_one_line_usage_errors(qa_run: Path, tmp_path: Path, args: list[str], needle: str) -> None:
     done = treesynth("export", str(qa_run), "--out", str(tmp_path / "e"), *args)
