@@ -115,14 +115,18 @@ def _load_json(path: Path, what: str) -> dict[str, Any] | None:
     return data
 
 
-def _stored_samples(run_dir: Path) -> tuple[list[dict[str, Any]], dict[str, int]]:
-    """The store's samples in export order and each synthesized sample's call index (read-only; empty if absent)."""
+def _stored_samples(run_dir: Path, *, payloads: bool) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """The store's samples in export order (if ``payloads``) and each synthesized sample's call index.
+
+    Read-only; both are empty when the store is absent or unreadable (provenance then lacks the calls).
+    """
     db = run_dir / DB_NAME
     if not db.is_file():
         return [], {}
     try:
         with closing(sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True)) as conn:
-            samples = [json.loads(p) for (p,) in conn.execute("SELECT payload FROM samples ORDER BY leaf_id, seq")]
+            samples = [json.loads(p) for (p,) in conn.execute(
+                "SELECT payload FROM samples ORDER BY leaf_id, seq")] if payloads else []
             calls = conn.execute("SELECT json_extract(payload, '$.id'), call_index FROM candidates "
                                  "WHERE status='accepted'").fetchall()
     except sqlite3.Error:
@@ -178,7 +182,7 @@ def load_source(run_dir: Path) -> RunSource:
         raise ConfigError(f"{source.samples_file} does not exist; finish the run first (re-run its command)")
     if (run_dir / "rejected.jsonl").is_file():
         source.rejected = [row for _, row in iter_jsonl(run_dir / "rejected.jsonl", allow_empty=True)]
-    stored, call_of = _stored_samples(run_dir)
+    stored, call_of = _stored_samples(run_dir, payloads=source.kind == "balance")
     records = [record for _, record in iter_jsonl(source.samples_file, allow_empty=True)]
     if source.kind == "balance":
         ids = [s.get("id") for s in stored] if [s.get("leaf_id") for s in stored] == [
