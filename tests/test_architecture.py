@@ -39,6 +39,7 @@ LAYERS: dict[str, int] = {
     "treesynth.baselines": 5,
     "treesynth.optimizers": 6,
     "treesynth.sweep": 6,
+    "treesynth.export": 6,   # reads run directories (store, record, metrics, viz); nothing imports it but the CLI
     "treesynth.cli": 7,
     "treesynth.__main__": 7,
     "treesynth": 7,

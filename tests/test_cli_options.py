@@ -47,6 +47,7 @@ def command_args(name: str, tmp: Path) -> list[str]:
         "tree show": ["tree", "show", str(tmp / "run")],
         "bench": ["bench", str(tmp / "sweep.yaml"), "--out", str(tmp / "sweep")],
         "config show": ["config", "show", "--model", "test/fake"],
+        "export": ["export", str(tmp / "run"), "--out", str(tmp / "export")],
     }[name]
 
 
@@ -62,13 +63,17 @@ def patch_first_step(name: str, monkeypatch: pytest.MonkeyPatch, error: BaseExce
         monkeypatch.setattr(evaluate_cli, "_check_options", boom)
     elif name == "tree show":
         monkeypatch.setattr(tree_cli, "load_tree", boom)
+    elif name == "export":
+        import treesynth.export
+
+        monkeypatch.setattr(treesynth.export, "export_run", boom)
     else:
         from treesynth.sweep import Sweep
 
         monkeypatch.setattr(Sweep, "load", boom)
 
 
-COMMANDS = ["run", "balance", "compile", "tune", "eval", "tree show", "bench", "config show"]
+COMMANDS = ["run", "balance", "compile", "tune", "eval", "tree show", "bench", "config show", "export"]
 
 
 @pytest.mark.parametrize("name", COMMANDS)

@@ -34,7 +34,7 @@ def _root(version: Annotated[bool, typer.Option("--version", callback=_print_ver
 
 
 def _register_commands() -> None:
-    from treesynth.cli import balance, bench, compile, config, evaluate, run, tree, tune
+    from treesynth.cli import balance, bench, compile, config, evaluate, export, run, tree, tune
 
     run.register(app)
     balance.register(app)
@@ -44,6 +44,7 @@ def _register_commands() -> None:
     compile.register(app)
     tune.register(app)
     config.register(app)
+    export.register(app)
 
 
 _register_commands()
