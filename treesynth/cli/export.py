@@ -34,12 +34,13 @@ def export(
         "--embedder", "-e", help="Embedder of the card's diversity metrics: lexical | minilm | st:<path> | "
         "none.")] = "lexical",
     task_category: Annotated[list[str] | None, typer.Option(
-        "--task-category", help="Hub task_categories for the card (e.g. text-generation); repeatable.")] = None,
+        "--task-category",
+        help="Hub task_categories for the card (e.g. text-generation); repeatable. Default: none.")] = None,
     license_id: Annotated[str, typer.Option(
         "--license", help="License id for the card (default: a placeholder to choose).")] = "other",
     push: Annotated[str | None, typer.Option(
         "--push", help="Also upload to this Hub dataset repo (OWNER/NAME); needs HF_TOKEN in the "
-        "environment.")] = None,
+        "environment. Default: no upload.")] = None,
     public: Annotated[bool, typer.Option("--public", help="With --push: a public repo (default: private).")] = False,
     force: Annotated[bool, typer.Option("--force", help="Replace an earlier export in --out.")] = False,
 ) -> None:
