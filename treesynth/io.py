@@ -1,4 +1,4 @@
-"""Reading the files a user hands treesynth: YAML documents and JSONL records.
+"""Reading the files a user hands treesynth (YAML documents, JSONL records) and checking output directories.
 
 Every failure is a one-line :class:`~treesynth.errors.ConfigError` (:class:`~treesynth.errors.DataError`
 for JSONL) that names the file and, where there is one, the line (``<file>:<line>: ...``).
@@ -37,7 +37,7 @@ def read_yaml(path: Path, kind: str, *, missing_hint: str = "") -> Any:
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{kind} {path}: not UTF-8 text ({exc.reason}); save it as UTF-8") from None
     try:
-        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+        return yaml.load(text, Loader=_StrictLoader)
     except _DuplicateKeyError as exc:
         raise ConfigError(f"{kind} {path}:{exc.line}: duplicate key {exc.key!r} (first at line {exc.first}); "
                           "keep one of them") from None
@@ -143,3 +143,20 @@ def iter_jsonl(path: Path, *, allow_empty: bool = False) -> Iterator[tuple[int, 
         yield lineno, json_record(path, lineno, line)
     if not seen and not allow_empty:
         raise DataError(f"{path}: empty file, no JSON records")
+
+
+def ensure_writable_dir(out: Path, flag: str = "--out") -> None:
+    """Create the output directory ``out`` if needed and check a file can be written in it.
+
+    Raises:
+        ConfigError: ``out`` is a file, or cannot be created or written (read-only, no permission...).
+    """
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{flag} {out} is a file; choose a directory path")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(f"{flag} {out} is not writable ({exc.strerror or exc}); choose a writable directory") from None

@@ -32,6 +32,7 @@ from typing import Any
 
 from treesynth.errors import ConfigError, RunStateError, UnusableStoreError
 from treesynth.identity import first_difference, mismatch_message
+from treesynth.io import ensure_writable_dir
 from treesynth.providers.gateway import CallRecord
 
 DB_NAME = "treesynth.db"
@@ -143,13 +144,7 @@ def prepare_out_dir(out: Path) -> None:
         raise ConfigError(f"--out {out} is a file; choose a directory path")
     if out.is_dir() and any(out.iterdir()) and not (out / DB_NAME).exists():
         raise ConfigError(f"--out {out} is not empty and holds no treesynth run; choose a new or empty directory")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".write-test"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as exc:
-        raise ConfigError(f"--out {out} is not writable ({exc.strerror}); choose a writable directory") from None
+    ensure_writable_dir(out)
 
 
 class RunStore:
