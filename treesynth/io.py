@@ -159,4 +159,5 @@ def ensure_writable_dir(out: Path, flag: str = "--out") -> None:
         probe.write_text("")
         probe.unlink()
     except OSError as exc:
-        raise ConfigError(f"{flag} {out} is not writable ({exc.strerror or exc}); choose a writable directory") from None
+        reason = exc.strerror or exc
+        raise ConfigError(f"{flag} {out} is not writable ({reason}); choose a writable directory") from None

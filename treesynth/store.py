@@ -86,13 +86,15 @@ def _check_store(conn: sqlite3.Connection, path: Path) -> int | None:
             raise UnusableStoreError(f"{path} has an unreadable schema_version {text!r}; choose a new --out")
         version = int(text) or None
     if version is not None and version > SCHEMA_VERSION:
-        raise UnusableStoreError(f"{path} was written by a newer treesynth (store schema {version}; this treesynth "
-                                 f"reads up to {SCHEMA_VERSION}); upgrade treesynth (pip install -U treesynth) to use it")
+        raise UnusableStoreError(f"{path} was written by a newer treesynth (store schema {version}; this "
+                                 f"treesynth reads up to {SCHEMA_VERSION}); upgrade treesynth (pip install -U "
+                                 "treesynth) to use it")
     foreign = sorted(name for name, columns in tables.items() if name not in layout
                      or not layout[name] - _ADDED_COLUMNS.get(name, set()) <= columns)
     if foreign or (version is None and set(tables) == {"meta"}):  # an unversioned treesynth store has every table
         raise UnusableStoreError(f"{path} is an SQLite database of another application (unexpected tables: "
-                                 f"{', '.join(foreign or ['meta'])}); treesynth leaves it untouched -- choose a new --out")
+                                 f"{', '.join(foreign or ['meta'])}); treesynth leaves it untouched -- choose a "
+                                 "new --out")
     return version
 
 
