@@ -141,6 +141,7 @@ class SearchSpace:
                 changes[name] = tuple(str(p) for p in (value or []))
             else:
                 changes[name] = _parse_range(value, getattr(space, name), f"{source}: {name}")
+                _check_bounds(changes[name], CONFIG_KEYS[name], f"{source}: {name}")
         return replace(space, **changes)
 
     @classmethod
@@ -158,9 +159,21 @@ def _parse_range(value: Any, default: Range, where: str) -> Range:
     if low > high:
         raise ConfigError(f"{where}: low {low:g} is above high {high:g}")
     step = float(items[2]) if len(items) == 3 else default.step
+    if step is not None and step <= 0:
+        raise ConfigError(f"{where}: step {step:g} must be above 0; give [low, high, step] with a positive step")
     if default.integer and not all(float(v).is_integer() for v in items):
         raise ConfigError(f"{where}: expected whole numbers, got {value!r}")
     return Range(low, high, step, integer=default.integer)
+
+
+def _check_bounds(rng: Range, key: str, where: str) -> None:
+    """Refuse a range reaching values the run configuration rejects (every trial would fail)."""
+    for bound in (rng.low, rng.high):
+        try:
+            RunConfig().with_overrides({key: round(bound) if rng.integer else bound})
+        except ConfigError as exc:
+            reason = str(exc).removeprefix("options: ")
+            raise ConfigError(f"{where}: {bound:g} is out of range ({reason}); narrow the range") from None
 
 
 def space_fields() -> list[str]:

@@ -28,6 +28,7 @@ import dspy
 from treesynth.aio import run_sync
 from treesynth.config import Role, RunConfig
 from treesynth.errors import ConfigError, TreeSynthError
+from treesynth.io import ensure_writable_dir
 from treesynth.metrics.embedding import mean_pairwise_cosine_distance, vendi_score
 from treesynth.models import Task, stable_hash
 from treesynth.optimizers.objectives import TextEmbedding
@@ -309,7 +310,7 @@ def tune(task: Task, base: RunConfig, out: Path, options: TuneOptions | None = N
     options = options or TuneOptions()
     for program in options.space.programs:  # fail fast on a program that does not fit
         load_program(Path(program))
-    out.mkdir(parents=True, exist_ok=True)
+    ensure_writable_dir(out)
     url = options.storage or f"sqlite:///{(out / 'study.db').resolve()}"
     name = options.study_name or default_study_name(task, base, options)
     study = open_study(name, url, options)

@@ -104,6 +104,14 @@ def test_search_space_files(tmp_path: Path) -> None:
     path.write_text("colour: [1, 2]\n")
     with pytest.raises(ConfigError, match="unknown parameter"):
         SearchSpace.load(path)
+    path.write_text("leaf_temperature: [0.5, 1.0, 0]\n")
+    with pytest.raises(ConfigError, match="leaf_temperature: step 0 must be above 0"):
+        SearchSpace.load(path)
+    for text, bound in (("width: [1, 4]\n", "width: 1 is out of range"), ("pivots_temperature: [1, 3]\n",
+                                                                        "pivots_temperature: 3 is out of range")):
+        path.write_text(text)  # every trial drawing the bound would fail: refused before the study starts
+        with pytest.raises(ConfigError, match=bound):
+            SearchSpace.load(path)
 
 
 def _trial_states(url: str, name: str) -> list[TrialState]:

@@ -234,7 +234,7 @@ def test_a_store_from_a_newer_treesynth_is_refused_with_upgrade_advice(tmp_path:
 def test_the_cli_reports_a_newer_store_in_one_line(tmp_path: Path) -> None:
     out = _newer_store(tmp_path)
     done = treesynth("run", "poems", "--model", "test/fake", "-n", "2", "-q", "--out", str(out))
-    assert done.returncode == 1, done.stderr
+    assert done.returncode == 2, done.stderr  # a usage error: the fix is the user's (upgrade, or another --out)
     assert done.stderr.strip().count("\n") == 0 and "upgrade treesynth" in done.stderr, done.stderr
 
 

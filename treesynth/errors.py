@@ -70,6 +70,11 @@ class RunStateError(TreeSynthError):
     """The run directory cannot be used (another task's run, corrupt store, unwritable...)."""
 
 
+class UnusableStoreError(ConfigError, RunStateError):
+    """``--out`` holds a store treesynth must not touch (corrupt, truncated, foreign or newer): a usage error
+    (exit 2) -- the fix is another ``--out`` -- and the store is left byte-identical."""
+
+
 def first_validation_error(exc: ValidationError, *, with_key: bool = True) -> str:
     """The first error of a pydantic validation as one line: ``key.path: message``.
 

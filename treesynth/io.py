@@ -1,4 +1,4 @@
-"""Reading the files a user hands treesynth: YAML documents and JSONL records.
+"""Reading the files a user hands treesynth (YAML documents, JSONL records) and checking output directories.
 
 Every failure is a one-line :class:`~treesynth.errors.ConfigError` (:class:`~treesynth.errors.DataError`
 for JSONL) that names the file and, where there is one, the line (``<file>:<line>: ...``).
@@ -6,6 +6,7 @@ for JSONL) that names the file and, where there is one, the line (``<file>:<line
 
 from __future__ import annotations
 
+import codecs
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,14 +29,50 @@ def read_yaml(path: Path, kind: str, *, missing_hint: str = "") -> Any:
         ConfigError: the file does not exist, or is not valid YAML (the message names its line).
     """
     try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
         raise ConfigError(f"{kind} {path} does not exist{missing_hint}") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{kind} {path} is a directory; pass a YAML file") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{kind} {path}: not UTF-8 text ({exc.reason}); save it as UTF-8") from None
+    try:
+        return yaml.load(text, Loader=_StrictLoader)
+    except _DuplicateKeyError as exc:
+        raise ConfigError(f"{kind} {path}:{exc.line}: duplicate key {exc.key!r} (first at line {exc.first}); "
+                          "keep one of them") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f":{mark.line + 1}" if mark is not None else ""
         at = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{kind} {path}{where}: malformed YAML{at}; fix the syntax") from None
+        tab = "'\\t'" in str(getattr(exc, "problem", ""))  # PyYAML: found character '\t'
+        fix = "indent with spaces, not tabs" if tab else "fix the syntax"
+        raise ConfigError(f"{kind} {path}{where}: malformed YAML{at}; {fix}") from None
+
+
+class _DuplicateKeyError(yaml.YAMLError):
+    """A mapping repeats a key (PyYAML would silently keep the last value)."""
+
+    def __init__(self, key: Any, line: int, first: int) -> None:
+        super().__init__(f"duplicate key {key!r}")
+        self.key, self.line, self.first = key, line, first
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a mapping that repeats a key."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            line = key_node.start_mark.line + 1
+            try:
+                if key in seen:
+                    raise _DuplicateKeyError(key, line, seen[key])
+                seen[key] = line
+            except TypeError:  # an unhashable key: the base loader names it
+                break
+        return super().construct_mapping(node, deep=deep)
 
 
 def read_yaml_mapping(path: Path, kind: str, holds: str) -> dict[str, Any]:
@@ -78,12 +115,17 @@ def iter_lines(path: Path) -> Iterator[tuple[int, str]]:
         DataError: the file cannot be read or is not UTF-8 text.
     """
     try:
-        with path.open(encoding="utf-8") as fh:
-            for lineno, line in enumerate(fh, start=1):
+        with path.open("rb") as fh:
+            for lineno, raw in enumerate(fh, start=1):
+                if lineno == 1:
+                    raw = raw.removeprefix(codecs.BOM_UTF8)  # a byte-order mark is no content
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    raise DataError(f"{path}:{lineno}: not UTF-8 text ({exc.reason} at byte {exc.start + 1}); "
+                                    "re-encode the file as UTF-8 (e.g. iconv -t UTF-8)") from None
                 if line.strip():
                     yield lineno, line
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: not UTF-8 text ({exc.reason})") from exc
     except OSError as exc:
         raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from exc
 
@@ -101,3 +143,21 @@ def iter_jsonl(path: Path, *, allow_empty: bool = False) -> Iterator[tuple[int, 
         yield lineno, json_record(path, lineno, line)
     if not seen and not allow_empty:
         raise DataError(f"{path}: empty file, no JSON records")
+
+
+def ensure_writable_dir(out: Path, flag: str = "--out") -> None:
+    """Create the output directory ``out`` if needed and check a file can be written in it.
+
+    Raises:
+        ConfigError: ``out`` is a file, or cannot be created or written (read-only, no permission...).
+    """
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{flag} {out} is a file; choose a directory path")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        reason = exc.strerror or exc
+        raise ConfigError(f"{flag} {out} is not writable ({reason}); choose a writable directory") from None

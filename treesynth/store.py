@@ -30,8 +30,9 @@ from contextlib import closing, suppress
 from pathlib import Path
 from typing import Any
 
-from treesynth.errors import ConfigError, RunStateError
+from treesynth.errors import ConfigError, RunStateError, UnusableStoreError
 from treesynth.identity import first_difference, mismatch_message
+from treesynth.io import ensure_writable_dir
 from treesynth.providers.gateway import CallRecord
 
 DB_NAME = "treesynth.db"
@@ -72,8 +73,8 @@ def _check_store(conn: sqlite3.Connection, path: Path) -> int | None:
     """Refuse a store this treesynth must not touch; return its schema version (``None``: new or unversioned)."""
     with path.open("rb") as handle:
         if handle.read(16) not in (b"", b"SQLite format 3\x00"):
-            raise RunStateError(f"{path} is not an SQLite database (corrupt, or not written by treesynth); "
-                                "move it away or choose a new --out")
+            raise UnusableStoreError(f"{path} is not an SQLite database (corrupt, or not written by treesynth); "
+                                     "move it away or choose a new --out")
     tables = {name: _columns(conn, name) for (name,) in conn.execute(_TABLES)}
     with closing(sqlite3.connect(":memory:")) as mem:
         mem.executescript(_SCHEMA)
@@ -82,16 +83,18 @@ def _check_store(conn: sqlite3.Connection, path: Path) -> int | None:
         row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
         text = str(row[0]) if row else "0"  # no version: a store from before versioning
         if not (text.isascii() and text.isdigit()):
-            raise RunStateError(f"{path} has an unreadable schema_version {text!r}; choose a new --out")
+            raise UnusableStoreError(f"{path} has an unreadable schema_version {text!r}; choose a new --out")
         version = int(text) or None
     if version is not None and version > SCHEMA_VERSION:
-        raise RunStateError(f"{path} was written by a newer treesynth (store schema {version}; this treesynth "
-                            f"reads up to {SCHEMA_VERSION}); upgrade treesynth (pip install -U treesynth) to use it")
+        raise UnusableStoreError(f"{path} was written by a newer treesynth (store schema {version}; this "
+                                 f"treesynth reads up to {SCHEMA_VERSION}); upgrade treesynth (pip install -U "
+                                 "treesynth) to use it")
     foreign = sorted(name for name, columns in tables.items() if name not in layout
                      or not layout[name] - _ADDED_COLUMNS.get(name, set()) <= columns)
     if foreign or (version is None and set(tables) == {"meta"}):  # an unversioned treesynth store has every table
-        raise RunStateError(f"{path} is an SQLite database of another application (unexpected tables: "
-                            f"{', '.join(foreign or ['meta'])}); treesynth leaves it untouched -- choose a new --out")
+        raise UnusableStoreError(f"{path} is an SQLite database of another application (unexpected tables: "
+                                 f"{', '.join(foreign or ['meta'])}); treesynth leaves it untouched -- choose a "
+                                 "new --out")
     return version
 
 
@@ -143,13 +146,7 @@ def prepare_out_dir(out: Path) -> None:
         raise ConfigError(f"--out {out} is a file; choose a directory path")
     if out.is_dir() and any(out.iterdir()) and not (out / DB_NAME).exists():
         raise ConfigError(f"--out {out} is not empty and holds no treesynth run; choose a new or empty directory")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".write-test"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as exc:
-        raise ConfigError(f"--out {out} is not writable ({exc.strerror}); choose a writable directory") from None
+    ensure_writable_dir(out)
 
 
 class RunStore:
@@ -174,7 +171,9 @@ class RunStore:
             conn.execute("PRAGMA synchronous=NORMAL")
         except BaseException as exc:
             conn.close()
-            if isinstance(exc, sqlite3.DatabaseError):
+            if isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.OperationalError):
+                raise UnusableStoreError(f"{path} is not a usable run store ({exc}); use a new --out") from None
+            if isinstance(exc, sqlite3.DatabaseError):  # locked, I/O error, disk full: the machine, not the input
                 raise RunStateError(f"{path} is not a usable run store ({exc}); use a new --out") from None
             raise
         store = cls(out, conn)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import dspy
+from pydantic import ValidationError
 
 from treesynth.aio import first_exception, gather_or_cancel, run_sync
 from treesynth.balance.dataset import InputDataset, load_input
@@ -21,7 +22,7 @@ from treesynth.balance.export import BalanceOutcome, BalanceResult, export_balan
 from treesynth.balance.routing import Router, SampleRouter
 from treesynth.balance.targets import BalanceTarget, choose_kept
 from treesynth.config import Role, RunConfig
-from treesynth.errors import ConfigError
+from treesynth.errors import ConfigError, first_validation_error
 from treesynth.kernel import RunSession
 from treesynth.models import Node, PathSpec, PathStep, Task, Tree, normalize, stable_hash, stable_seed
 from treesynth.program import TreeSynthProgram
@@ -91,6 +92,7 @@ class Balancer:
         base = task if isinstance(task, Task) else Task.from_arg(task)
         task = Task(description=base.description, fields={f: f for f in dataset.template_fields},
                     first_split=base.first_split)
+        tree = _tree_file(tree) if tree else None
         given = _load_tree(tree, task) if tree else None
         if given is not None:
             target.check_leaves([leaf.id for leaf in given.leaves()])
@@ -196,17 +198,34 @@ async def _route_given(node: Node, path: tuple[PathSpec, ...], on_expanded: Any)
                            for child in node.children)
 
 
+def _tree_file(path: Path) -> Path:
+    """``--tree`` as a file: a run directory stands for its ``tree.json``."""
+    if not path.is_dir():
+        return path
+    if not (path / "tree.json").is_file():
+        raise ConfigError(f"--tree {path} is a directory without a tree.json; pass a run directory or its tree.json")
+    return path / "tree.json"
+
+
 def _load_tree(path: Path, task: Task) -> Node:
     try:
         tree = Tree.model_validate_json(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"--tree {path} does not exist") from None
-    except ValueError as exc:
-        raise ConfigError(f"--tree {path} is not a treesynth tree.json ({str(exc).splitlines()[0]})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"--tree {path} is not a treesynth tree.json (not UTF-8 text)") from None
+    except ValidationError as exc:
+        raise ConfigError(f"--tree {path} is not a treesynth tree.json ({first_validation_error(exc)}); pass "
+                          "the tree.json a run wrote, unedited") from None
     if normalize(tree.task.description) != normalize(task.description):
         raise ConfigError(f"--tree {path} was built for the task {tree.task.description!r}; pass that --task or "
                           "omit --tree to build a new tree")
+    seen: set[str] = set()
     for node in tree.root.walk():
+        if node.id in seen:
+            raise ConfigError(f"--tree {path} has two nodes with the id {node.id!r} (edited by hand?); pass the "
+                              "tree.json a run wrote, unedited")
+        seen.add(node.id)
         node.samples = node.quota = 0
     return tree.root
 

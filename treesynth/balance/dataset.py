@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,11 +49,15 @@ def load_input(path: Path, field_spec: str | None) -> InputDataset:
         raise DataError(f"{path} is a directory; pass a JSONL file of records")
     selector = TextSelector(field_spec)
     records: list[InputRecord] = []
+    ids: dict[str, int] = {}
     for lineno, obj in iter_jsonl(path):
         if not records:
             selector = selector.resolve(path, lineno, obj)
         if clash := [key for key in RESERVED if key in obj]:
             raise DataError(f"{path}:{lineno}: field {clash[0]!r} is reserved for balance output; rename it")
+        if "id" in obj and (first := ids.setdefault(json.dumps(obj["id"]), lineno)) != lineno:
+            raise DataError(f"{path}:{lineno}: id {obj['id']!r} repeats line {first}; give every record a unique "
+                            "id (or drop the 'id' field)")
         records.append(InputRecord(lineno, obj, selector.text(path, lineno, obj)))
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     fields = list(selector.template_fields)

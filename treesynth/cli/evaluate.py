@@ -12,6 +12,7 @@ import typer
 
 from treesynth.cli._common import cli_command
 from treesynth.errors import ConfigError
+from treesynth.io import ensure_writable_dir
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -245,6 +246,7 @@ def eval_command(data: DataArg, flags: EvalFlags) -> None:
     out_dir = flags.out if flags.out is not None else default_out_dir(data)
     _check_out(out_dir, flags.force)
     datasets = _load_all(data, flags.field)
+    ensure_writable_dir(out_dir)  # after the inputs load: a bad input leaves no empty folder behind
     model = _make_embedder(flags.embedder, flags.batch_size, err_console)
     if flags.embedder_fit == "joint" and not model.fits_corpus:
         _notice(err_console, f"--embedder-fit joint has no effect on {model.name}: it is not fitted on the inputs")

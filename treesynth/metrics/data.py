@@ -144,7 +144,8 @@ class TextSelector:
         if not found:
             raise DataError(f"{path}:{lineno}: missing field {key!r} (fields: {_available(record)})")
         if not isinstance(value, str):
-            raise DataError(f"{path}:{lineno}: field {key!r} is {type_name(value)}, expected a string")
+            raise DataError(f"{path}:{lineno}: field {key!r} is {type_name(value)}, expected a string; pass --field "
+                            "naming a string field, or flatten nested records into top-level string fields")
         return value
 
     @staticmethod
