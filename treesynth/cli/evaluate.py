@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
     from treesynth.metrics.data import LoadedDataset
     from treesynth.metrics.embedders import Embedder
-    from treesynth.metrics.report import EvalResult
+    from treesynth.metrics.report import EvalOptions, EvalResult
 
 PROJECTIONS = ("auto", "tsne", "pca")
 DataArg = Annotated[
@@ -46,6 +46,9 @@ ForceOpt = Annotated[bool, typer.Option("--force", help="Write into an existing 
 ThresholdOpt = Annotated[
     float, typer.Option("--dup-threshold", help="Cosine similarity at which two samples are near-duplicates.")
 ]
+NearDupOpt = Annotated[float, typer.Option(
+    "--near-dup", help="Jaccard similarity (MinHash over word 2-grams, the rule of run's near-duplicate removal) "
+                       "at which two samples count as near-duplicates.")]
 ProjectionOpt = Annotated[
     str, typer.Option("--projection", help="2-D projection: auto (t-SNE if installed) | tsne | pca.")
 ]
@@ -113,13 +116,13 @@ def _make_embedder(spec: str | None, batch_size: int | None, console: Console) -
 
 
 def _run_eval(
-    datasets: list[LoadedDataset], embedder: Embedder, cache_dir: Path | None, threshold: float, console: Console
+    datasets: list[LoadedDataset], embedder: Embedder, cache_dir: Path | None, options: EvalOptions, console: Console
 ) -> EvalResult:
     from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from treesynth.metrics.embedders import EmbeddingCache
-    from treesynth.metrics.report import EvalOptions, evaluate
+    from treesynth.metrics.report import evaluate
 
     cache_path = cache_dir / EmbeddingCache.file_name(embedder.name) if cache_dir else None
     cache = EmbeddingCache.load(cache_path, embedder.name) if cache_path else None
@@ -135,7 +138,7 @@ def _run_eval(
                 bar.update(tasks[name], completed=done, total=total)
 
         result = evaluate(
-            datasets, embedder, options=EvalOptions(duplicate_threshold=threshold), cache=cache, progress=progress
+            datasets, embedder, options=options, cache=cache, progress=progress
         )
     if cache is not None and cache_path is not None:
         cache.save(cache_path)
@@ -184,6 +187,7 @@ class EvalFlags:
     embedder: EmbedderOpt = None
     force: ForceOpt = False
     dup_threshold: ThresholdOpt = 0.95
+    near_dup: NearDupOpt = 0.8
     projection: ProjectionOpt = "auto"
     max_plot_points: PointsOpt = 2000
     no_plots: NoPlotsOpt = False
@@ -197,18 +201,21 @@ def eval_command(data: DataArg, flags: EvalFlags) -> None:
     """Score the diversity of DATA (JSONL files or run directories) into --out."""
     from rich.console import Console
 
-    from treesynth.metrics.report import write_outputs
+    from treesynth.metrics.report import EvalOptions, write_outputs
 
     # The command shows its own progress bar; keep Hugging Face's loading bars out of the terminal.
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     console, err_console = Console(), Console(stderr=True)
     _check_options(flags.dup_threshold, flags.projection, flags.max_plot_points)
+    if not 0.0 < flags.near_dup <= 1.0:
+        raise ConfigError(f"--near-dup must be in (0, 1], got {flags.near_dup}")
     out_dir = flags.out if flags.out is not None else default_out_dir(data)
     _check_out(out_dir, flags.force)
     datasets = _load_all(data, flags.field)
     model = _make_embedder(flags.embedder, flags.batch_size, err_console)
     cache = None if flags.no_cache else (flags.cache_dir or out_dir / "cache")
-    result = _run_eval(datasets, model, cache, flags.dup_threshold, err_console)
+    options = EvalOptions(duplicate_threshold=flags.dup_threshold, near_dup_threshold=flags.near_dup)
+    result = _run_eval(datasets, model, cache, options, err_console)
     images = {} if flags.no_plots else _plots(result, out_dir, flags.projection, flags.max_plot_points, err_console)
     written = write_outputs(result, out_dir, images)
     _summary(result, [*written.values(), *(out_dir / f for f in images.values())], console)
