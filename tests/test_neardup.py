@@ -78,6 +78,15 @@ def test_the_issue_example_shares_eleven_of_sixteen_shingles() -> None:
     assert pair[0] == 1 and pair[1].similarity == pytest.approx(11 / 16)
 
 
+def test_rensa_backend_flags_the_same_pairs() -> None:
+    pytest.importorskip("rensa")
+    texts = [maria(i) for i in range(4)] + [f"{MARIA} {word} and pears" for word in ENDINGS[:3]] + [
+        "A train leaves the station at noon and travels sixty miles per hour for three hours"]
+    by = {backend: [(i, m.key, round(m.similarity, 6)) for i, m in near_duplicate_pairs(texts, backend=backend)]
+          for backend in ("datasketch", "rensa")}
+    assert by["datasketch"] == by["rensa"] and len(by["rensa"]) == 6
+
+
 def test_embedding_check_catches_what_shingles_miss() -> None:
     def embed(texts: Any) -> Any:
         import numpy as np

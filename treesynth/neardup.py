@@ -32,7 +32,7 @@ from __future__ import annotations
 import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -57,6 +57,8 @@ every candidate is verified anyway (at 0.8: 16 bands of 8 rows; a pair at the th
 probability 0.95, at 0.85 with 0.99; datasketch's even weights find one at the threshold with 0.4)."""
 
 Hashes = npt.NDArray[np.uint32]
+Backend = Literal["datasketch", "rensa"]
+"""The MinHash LSH implementation of a :class:`NearDupIndex`."""
 Embed = Callable[[Sequence[str]], npt.NDArray[np.float32]]
 """Texts -> one L2-normalized row per text."""
 
@@ -74,7 +76,11 @@ def shingles(text: str) -> set[str]:
 
 def shingle_hashes(text: str) -> Hashes:
     """The sorted, distinct 32-bit hashes of :func:`shingles` of ``text``."""
-    return np.unique(np.fromiter((zlib.crc32(s.encode()) for s in shingles(text)), dtype=np.uint32))
+    return _hashed(shingles(text))
+
+
+def _hashed(found: set[str]) -> Hashes:
+    return np.unique(np.fromiter((zlib.crc32(s.encode()) for s in found), dtype=np.uint32, count=len(found)))
 
 
 def jaccard(a: Hashes, b: Hashes) -> float:
@@ -116,10 +122,13 @@ class NearDupIndex:
         threshold: Jaccard threshold (in (0, 1]); ``None`` leaves only the embedding check.
         embed: Optional embedding function for the cosine check.
         embedding_threshold: Cosine threshold of that check (``None``: no embedding check).
+        backend: ``datasketch`` (the default; a core dependency) or ``rensa`` (``pip install rensa``; faster,
+            see ``benchmarks/RESULTS.md``): whose MinHash and LSH propose candidates. Both use the same bands
+            and the same exact check, so they differ only in which rare pairs LSH misses.
     """
 
     def __init__(self, threshold: float | None = DEFAULT_THRESHOLD, *, embed: Embed | None = None,
-                 embedding_threshold: float | None = None) -> None:
+                 embedding_threshold: float | None = None, backend: Backend = "datasketch") -> None:
         """Create an empty index; see the class docstring."""
         from datasketch import MinHash, MinHashLSH
 
@@ -127,8 +136,14 @@ class NearDupIndex:
             if value is not None and not 0.0 < value <= 1.0:
                 raise ValueError(f"{name} threshold must be in (0, 1], got {value}")
         self.threshold = threshold
+        self.backend = backend
         self._lsh = MinHashLSH(threshold=threshold or DEFAULT_THRESHOLD, num_perm=NUM_PERM, weights=LSH_WEIGHTS)
-        self._template = MinHash(num_perm=NUM_PERM, seed=MINHASH_SEED)
+        if backend == "rensa":
+            from rensa import RMinHashLSH
+
+            bands = max(b for b in range(1, self._lsh.b + 1) if NUM_PERM % b == 0)  # rensa splits evenly
+            self._lsh = RMinHashLSH(threshold=threshold or DEFAULT_THRESHOLD, num_perm=NUM_PERM, num_bands=bands)
+        self._work = MinHash(num_perm=NUM_PERM, seed=MINHASH_SEED, hashfunc=int)
         self._keys: list[str] = []
         self._hashes: list[Hashes] = []
         self._embed = embed if embedding_threshold is not None else None
@@ -158,7 +173,9 @@ class NearDupIndex:
         if self.threshold is not None:
             hashes, sketch = self._sketch(text)
             self._hashes.append(hashes)
-            if sketch is not None:
+            if sketch is not None and self.backend == "rensa":
+                self._lsh.insert(ordinal, sketch)
+            elif sketch is not None:
                 self._lsh.insert(ordinal, sketch, check_duplication=False)
         if self._embed is not None:
             self._vectors.append(self._vector(text))
@@ -175,13 +192,19 @@ class NearDupIndex:
         """The hashed shingles and MinHash of ``text`` (``None`` without shingles); the last one is reused."""
         if self._last is not None and self._last[0] == text:
             return self._last[1]
-        from datasketch import MinHash
+        from datasketch import LeanMinHash
 
-        hashes, sketch = shingle_hashes(text), None
-        if hashes.size:
-            sketch = MinHash(num_perm=NUM_PERM, seed=MINHASH_SEED, hashfunc=int, scheme=self._template.scheme,
-                             permutations=self._template.permutations)
-            sketch.update_batch(hashes.tolist())
+        found = shingles(text)
+        hashes, sketch = _hashed(found), None
+        if hashes.size and self.backend == "rensa":
+            from rensa import RMinHash
+
+            sketch = RMinHash(num_perm=NUM_PERM, seed=MINHASH_SEED)
+            sketch.update(list(found))  # R-MinHash ignores token order
+        elif hashes.size:  # one working MinHash (its permutations are made once); the index keeps lean copies
+            self._work.clear()
+            self._work.update_batch(hashes.tolist())
+            sketch = LeanMinHash(self._work)
         self._last = (text, (hashes, sketch))
         return hashes, sketch
 
@@ -206,13 +229,14 @@ class NearDupIndex:
         return Match(self._keys[ordinal], float(cosines[ordinal]), "cosine")
 
 
-def near_duplicate_pairs(texts: Iterable[str], threshold: float = DEFAULT_THRESHOLD) -> list[tuple[int, Match]]:
+def near_duplicate_pairs(texts: Iterable[str], threshold: float = DEFAULT_THRESHOLD, *,
+                         backend: Backend = "datasketch") -> list[tuple[int, Match]]:
     """``(i, match)`` for every text that near-duplicates an earlier one (``match.key`` is that one's index).
 
     The texts are taken in order, each matched against all earlier ones (not only the kept ones), so a
     chain of near-duplicates counts every link.
     """
-    index = NearDupIndex(threshold)
+    index = NearDupIndex(threshold, backend=backend)
     pairs: list[tuple[int, Match]] = []
     for i, text in enumerate(texts):
         found = index.match(text)
