@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import json
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -118,6 +120,25 @@ def test_near_duplicate_across_leaves_is_rejected_and_replaced(tmp_path: Path, f
     assert all(r["stage"] == "leaf" and r["measure"] == "jaccard" for r in rejected)
 
 
+def test_embedding_check_in_a_run(tmp_path: Path, fake_config: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    import numpy as np
+
+    from treesynth.metrics import embedders
+
+    class Fake:  # MiniLM's stand-in: every Maria problem is one point, any other text a random one of its own
+        def embed(self, texts: Any) -> Any:
+            rows = [np.random.default_rng(0 if "Maria" in t else zlib.crc32(t.encode())).standard_normal(64)
+                    for t in texts]
+            return np.array([row / np.linalg.norm(row) for row in rows], dtype=np.float32)
+
+    monkeypatch.setattr(embedders, "minilm_embedder", Fake)
+    cfg = fake_config(**{"synthesis.near_dup": 0.0, "synthesis.near_dup_embedding": 0.95})
+    result = TreeSynth(cfg, lms=scripted_lms(ScriptedEngine(with_maria))).run("word problems", tmp_path / "r")
+    assert result.status == "complete" and len(marias(tmp_path / "r")) == 1
+    rejected = [r for r in read_jsonl(tmp_path / "r" / "rejected.jsonl") if r["reason"] == "near-duplicate"]
+    assert rejected and {r["measure"] for r in rejected} == {"cosine"}
+
+
 def test_near_dup_off_keeps_them(tmp_path: Path, fake_config: Any) -> None:
     cfg = fake_config(**{"synthesis.near_dup": 0.0})
     result = TreeSynth(cfg, lms=scripted_lms(ScriptedEngine(with_maria))).run("word problems", tmp_path / "r")
@@ -125,7 +146,8 @@ def test_near_dup_off_keeps_them(tmp_path: Path, fake_config: Any) -> None:
     assert len(marias(tmp_path / "r")) > 1
 
 
-def test_resumed_run_rebuilds_the_index_from_the_store(tmp_path: Path, fake_config: Any) -> None:
+def test_resumed_run_rebuilds_the_index_from_the_store(tmp_path: Path, fake_config: Any,
+                                                       caplog: pytest.LogCaptureFixture) -> None:
     batches = 0
 
     def fails_after_eight_batches(prompt: str, schema: dict[str, Any] | None, seed: int | None) -> str:
@@ -140,6 +162,8 @@ def test_resumed_run_rebuilds_the_index_from_the_store(tmp_path: Path, fake_conf
     cfg = fake_config(**{"model.attempts": 1, "model.failure_limit": 1})
     first = TreeSynth(cfg, lms=scripted_lms(ScriptedEngine(fails_after_eight_batches))).run("word problems", out)
     assert first.status != "complete" and 0 < first.summary["counts"]["samples"] < 40 and len(marias(out)) == 1
+    gc.collect()  # every failed call's error was retrieved: none is logged when its task is collected
+    assert "exception was never retrieved" not in caplog.text
     second = TreeSynth(cfg, lms=scripted_lms(ScriptedEngine(with_maria))).run("word problems", out)
     assert second.status == "complete" and second.summary["counts"]["samples"] == 40
     assert len(marias(out)) == 1, "the second session checked its candidates against the first one's samples"

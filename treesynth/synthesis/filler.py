@@ -110,9 +110,8 @@ class LeafFiller:
             while True:
                 if in_flight:
                     finished, in_flight = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
-                    errors = [error for task in finished if (error := task.exception()) is not None]
-                    if errors:  # every error is retrieved (asyncio logs the others when the tasks are collected)
-                        raise errors[0]  # provider errors stop the run
+                    for task in finished:
+                        task.result()  # re-raise provider errors (they stop the run)
                     if in_flight:
                         continue
                 target = self.planner.quota(leaf.leaf_id)
@@ -130,7 +129,9 @@ class LeafFiller:
                     return
                 avoid = [self._content(s) for s in self.store.recent_samples(leaf.leaf_id, self.config.avoid_examples)]
                 for _ in range(min(math.ceil((target - have) / self.config.samples_per_call), budget - calls_made)):
-                    in_flight.add(asyncio.ensure_future(self._call(leaf, next(free_indexes), avoid)))
+                    call = asyncio.ensure_future(self._call(leaf, next(free_indexes), avoid))
+                    call.add_done_callback(_retrieve)  # a call that fails after the run stopped is not logged
+                    in_flight.add(call)
                     calls_made += 1
         finally:
             for task in in_flight:
@@ -180,3 +181,9 @@ class LeafFiller:
         if "text" in sample:
             return str(sample["text"])
         return fields_text(sample["fields"])
+
+
+def _retrieve(task: asyncio.Future[None]) -> None:
+    """Mark a finished call's error as seen (the fill re-raises the first; asyncio would log the others)."""
+    if not task.cancelled():
+        task.exception()
