@@ -56,9 +56,10 @@ class RunOptions:
     concurrency: Annotated[int | None, typer.Option(help="Most LLM calls in flight.")] = None
     seed: Annotated[int | None, typer.Option(help="Run seed (drives every per-call seed).")] = None
     near_dup: Annotated[str | None, typer.Option(
-        "--near-dup", help="Jaccard similarity (MinHash over word 2-grams) at which a synthesized candidate is "
-                           "rejected as a near-duplicate of an accepted sample and replaced; 0 or off disables. "
-                           "Default 0.8 (config key synthesis.near_dup).")] = None
+        "--near-dup", metavar="J|off",
+        help="Jaccard similarity (MinHash over word 2-grams) at which a synthesized candidate is rejected as a "
+             "near-duplicate of an accepted sample and replaced; 0 or off disables. Default 0.8 (config key "
+             "synthesis.near_dup).")] = None
     config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML config (or a run.json).")] = None
 
     def to_config(self) -> RunConfig:
