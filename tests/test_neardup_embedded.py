@@ -13,8 +13,10 @@ from test_run_e2e import treesynth
 
 from treesynth.neardup import jaccard, near_duplicate_rate, shingle_hashes
 
-THRESHOLD = 0.5
-"""Low enough that a 12-sample run of the 1.5B model reliably repeats itself (its problems share templates)."""
+THRESHOLD = 0.4
+"""Low enough that a 12-sample run of the 1.5B model repeats itself: its problems share templates ("There are 5
+oranges in the basket. If you take away 2 ..."), and the first calls of its six leaves alone hold four pairs at
+0.4 (one at 0.5, none at 0.8: at the default, a 100-sample run caught 3, see benchmarks/RESULTS.md)."""
 
 
 @pytest.mark.embedded
