@@ -21,6 +21,7 @@ LAYERS: dict[str, int] = {
     "treesynth.config": 1,
     "treesynth.aio": 1,
     "treesynth.gate": 1,
+    "treesynth.neardup": 1,
     "treesynth.signatures": 2,
     "treesynth.testing": 2,
     "treesynth.providers": 2,

@@ -23,8 +23,9 @@ SHARED_FLAGS = {"model": "--model", "api_base": "--api-base", "structured_output
                 "role_models": "--role-model", "role_temperatures": "--role-temperature", "depth": "--depth",
                 "width": "--width", "pivots": "--pivots", "samples": "--samples",
                 "samples_per_call": "--samples-per-call", "concurrency": "--concurrency", "seed": "--seed",
-                "config": "--config"}
-OFFERED = {"run": set(SHARED_FLAGS), "compile": set(SHARED_FLAGS), "balance": set(SHARED_FLAGS) - {"samples"},
+                "config": "--config", "near_dup": "--near-dup"}
+OFFERED = {"run": set(SHARED_FLAGS), "compile": set(SHARED_FLAGS) - {"near_dup"},
+           "balance": set(SHARED_FLAGS) - {"samples"},
            "tune": set(SHARED_FLAGS) - set(TREE_SHAPE), "config show": set(SHARED_FLAGS)}
 
 

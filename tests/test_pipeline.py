@@ -63,7 +63,8 @@ def test_collapsed_model_ends_partial_with_shortfall_report(tmp_path: Path, fake
     result = TreeSynth(cfg, lms=scripted_lms(ScriptedEngine(same_samples))).run("jokes", tmp_path / "r")
     counts = result.summary["counts"]
     assert result.status == "partial"
-    assert counts["samples"] == 4 and counts["shortfall"] == 26  # only 4 distinct texts exist
+    # only 4 distinct texts exist, and they differ in one digit: near-duplicates of the first one kept
+    assert counts["samples"] == 1 and counts["shortfall"] == 29 and counts["near_duplicates"] >= 3
     assert "resume" in result.summary["resume"]
     leaf_calls = next(s for s in result.summary["llm"]["by_stage"] if s["stage"] == "leaf")["calls"]
     assert leaf_calls <= counts["leaves"] * 20, "leaf retries must be bounded"

@@ -71,6 +71,12 @@ class SynthesisConfig(_Frozen):
     call_budget_factor: float = Field(
         2.0, ge=1.0, le=20.0, description="a leaf may make this many times the calls its quota needs, plus two"
     )
+    near_dup: float = Field(
+        0.8, ge=0.0, le=1.0, description="Jaccard similarity (word 2-gram shingles, MinHash LSH) at which a candidate "
+        "is rejected as a near-duplicate of an accepted sample and replaced; 0 turns the check off")
+    near_dup_embedding: float | None = Field(
+        None, gt=0.0, le=1.0, description="also reject a candidate whose MiniLM embedding has at least this cosine "
+        "similarity with an accepted sample (e.g. 0.95; off by default; needs the embed extra)")
 
 
 class RoleModel(_Frozen):

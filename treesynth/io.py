@@ -1,4 +1,5 @@
-"""Reading the files a user hands treesynth (YAML documents, JSONL records) and checking output directories.
+"""Reading the files a user hands treesynth (YAML documents, JSONL records), checking output directories, and
+writing files atomically.
 
 Every failure is a one-line :class:`~treesynth.errors.ConfigError` (:class:`~treesynth.errors.DataError`
 for JSONL) that names the file and, where there is one, the line (``<file>:<line>: ...``).
@@ -8,7 +9,10 @@ from __future__ import annotations
 
 import codecs
 import json
-from collections.abc import Iterator
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
@@ -161,3 +165,36 @@ def ensure_writable_dir(out: Path, flag: str = "--out") -> None:
     except OSError as exc:
         reason = exc.strerror or exc
         raise ConfigError(f"{flag} {out} is not writable ({reason}); choose a writable directory") from None
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file in the same directory and an atomic rename."""
+    write_lines_atomic(path, [text])
+
+
+def write_jsonl_atomic(path: Path, rows: Iterable[dict[str, Any]]) -> int:
+    """Stream ``rows`` as JSON lines into ``path`` atomically; return the number of lines."""
+    return write_lines_atomic(path, (json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+
+
+def write_lines_atomic(path: Path, chunks: Iterable[str]) -> int:
+    """Write ``chunks`` to a temporary sibling of ``path``, fsync, then rename it over ``path``.
+
+    Readers see the old file or the new one, never a torn one. Returns the number of chunks written.
+    """
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    count = 0
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            for chunk in chunks:
+                handle.write(chunk)
+                count += 1
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; exports are meant to be shared
+        os.replace(tmp, path)
+    except BaseException:
+        with suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return count

@@ -39,7 +39,10 @@ class Counts(_Strict):
                                                 "the width, or unbounded): drawn per call, not separate branches")
     duplicates_removed: int = Field(0, description="candidates dropped as exact or normalized duplicates")
     unused_candidates: int = Field(0, description="accepted-but-unneeded candidates kept in the store")
-    rejected: int = Field(0, description="candidates and pivots the sample gate turned away")
+    near_duplicates: int = Field(0, description="candidates rejected as near-duplicates of an accepted sample "
+                                 "(MinHash Jaccard >= synthesis.near_dup, or the embedding check) and replaced")
+    rejected: int = Field(0, description="candidates and pivots the sample gate turned away (near-duplicates "
+                                         "included)")
     rejected_by_reason: dict[str, int] = Field(default_factory=dict,
                                                description="the lines of rejected.jsonl by reason")
     input: int | None = Field(None, description="balance: input records")

@@ -8,7 +8,7 @@ Layout of ``<out>/``:
   logical step is one transaction, so a process killed at any moment resumes without losing or
   duplicating work.
 * ``tree.json``, ``samples.jsonl``, ``rejected.jsonl``, ``run.json`` -- exports, each written to a
-  temporary file and renamed into place.
+  temporary file and renamed into place (:func:`write_atomic` and its siblings live in :mod:`treesynth.io`).
 
 The ``meta`` table holds ``schema_version`` (:data:`SCHEMA_VERSION`): a store from before versioning, or
 from an older version, is brought forward in place (tables and columns are only ever added); one from a newer
@@ -16,25 +16,27 @@ treesynth, a file that is not SQLite and another application's SQLite database a
 
 Candidates the sample gate (:mod:`treesynth.gate`) turned away are stored with status ``rejected`` and
 their reason, never accepted; pivots it turned away live in their node's payload (``rejected_pivots``).
+Candidates that near-duplicate an accepted sample (:mod:`treesynth.neardup`) are rejected the same way.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
-import tempfile
 from collections import Counter
-from collections.abc import Iterable, Iterator
-from contextlib import closing, suppress
+from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
 from treesynth.errors import ConfigError, RunStateError, UnusableStoreError
 from treesynth.identity import first_difference, mismatch_message
-from treesynth.io import ensure_writable_dir
+from treesynth.io import ensure_writable_dir, write_atomic, write_jsonl_atomic, write_lines_atomic
+from treesynth.neardup import NEAR_DUPLICATE, NEAR_FIELDS, NearDupScreen
 from treesynth.providers.gateway import CallRecord
 
+__all__ = ["DB_NAME", "SCHEMA_VERSION", "Candidate", "RunStore", "prepare_out_dir", "write_atomic",
+           "write_jsonl_atomic", "write_lines_atomic"]
 DB_NAME = "treesynth.db"
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -105,39 +107,6 @@ def _migrate(conn: sqlite3.Connection) -> None:
     if "reason" not in _columns(conn, "candidates"):
         conn.execute("ALTER TABLE candidates ADD COLUMN reason TEXT")
     conn.execute("INSERT OR REPLACE INTO meta VALUES('schema_version', ?)", (json.dumps(SCHEMA_VERSION),))
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same directory and an atomic rename."""
-    write_lines_atomic(path, [text])
-
-
-def write_jsonl_atomic(path: Path, rows: Iterable[dict[str, Any]]) -> int:
-    """Stream ``rows`` as JSON lines into ``path`` atomically; return the number of lines."""
-    return write_lines_atomic(path, (json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
-
-
-def write_lines_atomic(path: Path, chunks: Iterable[str]) -> int:
-    """Write ``chunks`` to a temporary sibling of ``path``, fsync, then rename it over ``path``.
-
-    Readers see the old file or the new one, never a torn one. Returns the number of chunks written.
-    """
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    count = 0
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            for chunk in chunks:
-                handle.write(chunk)
-                count += 1
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; exports are meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        with suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    return count
 
 
 def prepare_out_dir(out: Path) -> None:
@@ -240,11 +209,12 @@ class RunStore:
                  for i, (norm, p, reason) in enumerate(candidates or [])],
             )
 
-    def accept(self, leaf_id: str, target: int) -> int:
-        """Accept the leaf's unused candidates in call order until it holds ``target`` samples.
+    def accept(self, leaf_id: str, target: int, screen: NearDupScreen | None = None) -> int:
+        """Accept the leaf's unused candidates in call order until it holds ``target`` samples; return its count.
 
-        Candidates whose normalized content already exists anywhere in the run are marked duplicates.
-        Returns the leaf's sample count afterwards.
+        Content already accepted anywhere in the run (normalized) makes a ``duplicate``. With a ``screen``, a
+        near-duplicate of an accepted sample is rejected (reason ``near-duplicate``; the screen's fields, such as
+        ``duplicate_of``, join its payload) and each accepted sample is indexed.
         """
         with self._tx():
             have = self.leaf_sample_count(leaf_id)
@@ -254,13 +224,19 @@ class RunStore:
             for call_index, position, norm, payload in rows:
                 if have >= target:
                     break
-                sample_id = json.loads(payload)["id"]
-                cur = self._db.execute("INSERT OR IGNORE INTO samples(id, leaf_id, norm, payload) VALUES(?, ?, ?, ?)",
-                                       (sample_id, leaf_id, norm, payload))
-                status = "accepted" if cur.rowcount else "duplicate"
-                have += cur.rowcount
-                self._db.execute("UPDATE candidates SET status=? WHERE leaf_id=? AND call_index=? AND position=?",
-                                 (status, leaf_id, call_index, position))
+                sample, reason = json.loads(payload), None
+                exact = self._db.execute("SELECT 1 FROM samples WHERE norm=?", (norm,)).fetchone()
+                near = None if screen is None or exact else screen.check(sample)
+                if near is None:
+                    cur = self._db.execute("INSERT OR IGNORE INTO samples(id, leaf_id, norm, payload) "
+                                           "VALUES(?, ?, ?, ?)", (sample["id"], leaf_id, norm, payload))
+                    status, have = ("accepted" if cur.rowcount else "duplicate"), have + cur.rowcount
+                    if cur.rowcount and screen is not None:
+                        screen.admit(sample)
+                else:
+                    status, reason, payload = "rejected", NEAR_DUPLICATE, json.dumps(sample | near)
+                self._db.execute("UPDATE candidates SET status=?, reason=?, payload=? WHERE leaf_id=? AND call_index=? "
+                                 "AND position=?", (status, reason, payload, leaf_id, call_index, position))
         return have
 
     def leaf_sample_count(self, leaf_id: str) -> int:
@@ -291,6 +267,11 @@ class RunStore:
         """Accepted samples of the whole run."""
         return int(self._db.execute("SELECT COUNT(*) FROM samples").fetchone()[0])
 
+    def samples_in_order(self) -> Iterator[dict[str, Any]]:
+        """Every accepted sample in acceptance order (over all leaves)."""
+        for (payload,) in self._db.execute("SELECT payload FROM samples ORDER BY seq"):
+            yield json.loads(payload)
+
     def sample_counts(self) -> dict[str, int]:
         """Accepted samples per leaf."""
         return dict(self._db.execute("SELECT leaf_id, COUNT(*) FROM samples GROUP BY leaf_id").fetchall())
@@ -302,9 +283,9 @@ class RunStore:
     def rejected(self) -> Iterator[dict[str, Any]]:
         """Everything the sample gate turned away: rejected candidates, then rejected pivots.
 
-        Candidate rows have ``stage`` (``leaf`` or a baseline's stage), ``leaf_id``, ``call_index``,
-        ``position``, ``reason`` and ``text`` or ``fields``; pivot rows have ``stage`` ``pivots``,
-        ``node_id``, ``reason`` and ``text``.
+        Candidate rows have ``stage`` (``leaf`` or a baseline's stage), ``leaf_id``, ``call_index``, ``position``,
+        ``reason``, ``text`` or ``fields`` (a near-duplicate: ``duplicate_of``, ``similarity``, ``measure`` too);
+        pivot rows have ``stage`` ``pivots``, ``node_id``, ``reason`` and ``text``.
         """
         rows = self._db.execute("SELECT leaf_id, call_index, position, reason, payload FROM candidates "
                                 "WHERE status='rejected' ORDER BY leaf_id, call_index, position").fetchall()
@@ -312,7 +293,7 @@ class RunStore:
             sample = json.loads(payload)
             row = {"stage": sample.get("stage", "leaf"), "leaf_id": leaf_id, "call_index": call_index,
                    "position": position, "reason": reason}
-            yield row | {key: sample[key] for key in ("text", "fields") if key in sample}
+            yield row | {key: sample[key] for key in ("text", "fields", *NEAR_FIELDS) if key in sample}
         for node_id, payload in self._nodes_with_rejected_pivots():
             for pivot in json.loads(payload)["rejected_pivots"]:
                 yield {"stage": "pivots", "node_id": node_id, "reason": pivot["reason"], "text": pivot["text"]}

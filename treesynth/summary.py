@@ -7,6 +7,7 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from treesynth.models import Node, Tree
+from treesynth.neardup import NEAR_DUPLICATE
 from treesynth.providers.pricing import estimate_cost
 from treesynth.record import Counts, RunStatus
 from treesynth.store import RunStore
@@ -24,9 +25,11 @@ def priced_ledger(store: RunStore) -> dict[str, Any]:
 
 
 def rejection_counts(store: RunStore) -> dict[str, Any]:
-    """``rejected`` (candidates and pivots the sample gate turned away) and ``rejected_by_reason``."""
+    """``rejected`` (candidates and pivots the sample gate turned away), ``rejected_by_reason`` and
+    ``near_duplicates`` (the rejected candidates that near-duplicated an accepted sample)."""
     by_reason = store.rejection_stats()
-    return {"rejected": sum(by_reason.values()), "rejected_by_reason": by_reason}
+    return {"rejected": sum(by_reason.values()), "rejected_by_reason": by_reason,
+            "near_duplicates": by_reason.get(NEAR_DUPLICATE, 0)}
 
 
 def versions() -> dict[str, str]:

@@ -59,6 +59,9 @@ ForceOpt = Annotated[bool, typer.Option("--force", help="Write into an existing 
 ThresholdOpt = Annotated[
     float, typer.Option("--dup-threshold", help="Cosine similarity at which two samples are near-duplicates.")
 ]
+NearDupOpt = Annotated[float, typer.Option(
+    "--near-dup", help="Jaccard similarity (MinHash over word 2-grams, the rule of run's near-duplicate removal) "
+                       "at which two samples count as near-duplicates.")]
 ProjectionOpt = Annotated[
     str,
     typer.Option(
@@ -224,6 +227,7 @@ class EvalFlags:
     embedder_fit: FitOpt = "dataset"
     force: ForceOpt = False
     dup_threshold: ThresholdOpt = 0.95
+    near_dup: NearDupOpt = 0.8
     projection: ProjectionOpt = "pca"
     max_plot_points: PointsOpt = 2000
     no_plots: NoPlotsOpt = False
@@ -243,6 +247,8 @@ def eval_command(data: DataArg, flags: EvalFlags) -> None:
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     console, err_console = Console(), Console(stderr=True)
     _check_options(flags.dup_threshold, flags.projection, flags.max_plot_points, flags.embedder_fit)
+    if not 0.0 < flags.near_dup <= 1.0:
+        raise ConfigError(f"--near-dup must be in (0, 1], got {flags.near_dup}")
     out_dir = flags.out if flags.out is not None else default_out_dir(data)
     _check_out(out_dir, flags.force)
     datasets = _load_all(data, flags.field)
@@ -251,7 +257,8 @@ def eval_command(data: DataArg, flags: EvalFlags) -> None:
     if flags.embedder_fit == "joint" and not model.fits_corpus:
         _notice(err_console, f"--embedder-fit joint has no effect on {model.name}: it is not fitted on the inputs")
     cache = None if flags.no_cache else (flags.cache_dir or out_dir / "cache")
-    options = EvalOptions(duplicate_threshold=flags.dup_threshold, embedder_fit=flags.embedder_fit)  # type: ignore[arg-type]
+    options = EvalOptions(duplicate_threshold=flags.dup_threshold, embedder_fit=flags.embedder_fit,  # type: ignore[arg-type]
+                          near_dup_threshold=flags.near_dup)
     result = _run_eval(datasets, model, cache, options, err_console)
     images = {} if flags.no_plots else _plots(result, out_dir, flags.projection, flags.max_plot_points, err_console)
     written = write_outputs(result, out_dir, images)

@@ -93,6 +93,11 @@ class RunOptions:
                                                                        "concurrency"))] = None
     seed: Annotated[int | None, typer.Option(help=_with_default("Run seed (drives every per-call seed).",
                                                                 "seed"))] = None
+    near_dup: Annotated[str | None, typer.Option(
+        "--near-dup", metavar="J|off",
+        help="Jaccard similarity (MinHash over word 2-grams) at which a synthesized candidate is rejected as a "
+             "near-duplicate of an accepted sample and replaced; 0 or off disables (config key synthesis.near_dup). "
+             r"\[default: 0.8]")] = None
     max_calls: MaxCalls = None
     max_cost: MaxCost = None
     config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML config (or a run.json). "
@@ -116,11 +121,27 @@ class RunOptions:
         base = RunConfig.load(self.config) if self.config else RunConfig.defaults_for(str(model))
         overrides: dict[str, Any] = {key: getattr(self, name) for name, key in _KEYS.items()}
         overrides["model.model"] = model
+        overrides["synthesis.near_dup"] = near_dup_threshold(self.near_dup)
         for role, value in _pairs(self.role_models, "--role-model").items():  # roles checked in _pairs
             overrides[f"model.roles.{role}.model"] = value
         for role, temperature in _pairs(self.role_temperatures, "--role-temperature").items():
             overrides[f"model.roles.{role}.temperature"] = temperature
         return base.with_overrides(overrides)
+
+
+def near_dup_threshold(value: str | None) -> float | None:
+    """``--near-dup``'s value as a threshold: ``off`` (or ``0``) is 0.0, a number in [0, 1] itself; ``None`` stays."""
+    if value is None:
+        return None
+    if value.strip().casefold() in ("off", "no", "none", "false"):
+        return 0.0
+    try:
+        threshold = float(value)
+    except ValueError:
+        threshold = -1.0
+    if not 0.0 <= threshold <= 1.0:
+        raise ConfigError(f"--near-dup expects a Jaccard threshold in [0, 1] (e.g. 0.8) or off, got {value!r}")
+    return threshold
 
 
 def _pairs(items: list[str] | None, flag: str) -> dict[str, str]:

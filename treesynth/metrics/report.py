@@ -26,6 +26,8 @@ from treesynth.metrics.embedders import Embedder, EmbeddingCache, Matrix, embed_
 from treesynth.metrics.embedding import DEFAULT_DUPLICATE_THRESHOLD, embedding_summary
 from treesynth.metrics.lexical import exact_duplicate_rate, lexical_summary, self_bleu, tokenize
 from treesynth.metrics.structure import structure_summary
+from treesynth.neardup import DEFAULT_THRESHOLD as DEFAULT_NEAR_DUP_THRESHOLD
+from treesynth.neardup import near_duplicate_rate
 
 METRICS_FILE = "metrics.json"
 REPORT_FILE = "report.md"
@@ -75,6 +77,8 @@ HEADLINE: tuple[MetricInfo, ...] = (
     MetricInfo(
         "lexical", "exact_duplicate_rate", "Exact-duplicate rate", "↓", "share of texts equal to an earlier one"
     ),
+    MetricInfo("lexical", "minhash_near_duplicate_rate", "Near-duplicate rate (MinHash)", "↓",
+               "share of texts with Jaccard(word 2-gram shingles) ≥ threshold to an earlier one"),
     MetricInfo("structure", "normalized_entropy", "Leaf entropy (normalised)", "↑", "H(p_leaf) / log L"),
     MetricInfo("structure", "gini", "Leaf Gini", "↓", "Σ|cₗ − cₘ| / (2 L² c̄)"),
     MetricInfo("structure", "coverage_at_quota", "Leaf coverage at quota", "↑", "share of leaves with cₗ ≥ quota"),
@@ -87,6 +91,8 @@ class EvalOptions:
 
     Attributes:
         duplicate_threshold: Cosine similarity at or above which two samples are near-duplicates.
+        near_dup_threshold: Jaccard similarity (:mod:`treesynth.neardup`, the rule a run's gate applies) at or
+            above which two samples are near-duplicates in ``minhash_near_duplicate_rate``.
         distinct_max_n: distinct-n and n-gram entropy are reported for ``n = 1..distinct_max_n``.
         bleu_max_n: Self-BLEU order (4 = self-BLEU-4).
         block: Rows per block for the chunked pairwise pass (``None``: automatic).
@@ -96,6 +102,7 @@ class EvalOptions:
     """
 
     duplicate_threshold: float = DEFAULT_DUPLICATE_THRESHOLD
+    near_dup_threshold: float = DEFAULT_NEAR_DUP_THRESHOLD
     distinct_max_n: int = 3
     bleu_max_n: int = 4
     block: int | None = None
@@ -145,12 +152,15 @@ def _finite(value: Any) -> Any:
 
 
 def lexical_metrics(texts: Sequence[str], options: EvalOptions) -> dict[str, Any]:
-    """distinct-n, n-gram entropy, self-BLEU (``None`` below 2 samples), duplicates and mean length."""
+    """distinct-n, n-gram entropy, self-BLEU (``None`` below 2 samples), exact and MinHash near-duplicates, mean
+    length."""
     docs = [tokenize(t) for t in texts]
     out: dict[str, Any] = lexical_summary(docs, options.distinct_max_n)
     out["self_bleu"] = self_bleu(docs, options.bleu_max_n) if len(docs) >= 2 else None
     out["self_bleu_order"] = options.bleu_max_n
     out["exact_duplicate_rate"] = exact_duplicate_rate(texts)
+    out["minhash_near_duplicate_rate"] = near_duplicate_rate(texts, options.near_dup_threshold)
+    out["minhash_threshold"] = options.near_dup_threshold
     out["mean_tokens"] = float(np.mean([len(d) for d in docs])) if docs else 0.0
     return out
 
@@ -283,7 +293,8 @@ def render_markdown(report: Mapping[str, Any]) -> str:
     ]
     lines += ["", "## Metrics", "", *_headline_table(datasets), ""]
     lines.append(
-        f"Near-duplicates: cosine similarity ≥ {opts['duplicate_threshold']}. "
+        f"Near-duplicates: cosine similarity ≥ {opts['duplicate_threshold']}; MinHash: Jaccard similarity of "
+        f"word 2-gram shingles ≥ {opts.get('near_dup_threshold', DEFAULT_NEAR_DUP_THRESHOLD)}. "
         f"Self-BLEU-{opts['bleu_max_n']} is corpus BLEU (NLTK semantics) of each sample against all the others."
     )
     lines += ["", "## Structure", ""]

@@ -12,6 +12,7 @@ from typing import Any, Protocol
 from treesynth.config import RunConfig, SynthesisConfig
 from treesynth.gate import SampleGate
 from treesynth.models import LeafWork, PathSpec, Task, fields_text, normalize, stable_hash, stable_seed
+from treesynth.neardup import NearDupIndex, NearDupScreen
 from treesynth.providers.gateway import Gateway
 from treesynth.store import Candidate, RunStore
 from treesynth.synthesis.allocate import LeafPlanner, call_budget
@@ -57,7 +58,10 @@ class LeafFiller:
     concurrent calls as the missing samples need (``ceil(missing / k)``), each keyed by
     ``(leaf_id, call_index)`` with its own seed, and stops at its call budget. Every candidate passes
     the sample gate first; rejected ones are stored with their reason and never accepted, so the
-    missing samples are simply topped up by further calls.
+    missing samples are simply topped up by further calls. Near-duplicates of accepted samples (any leaf)
+    are rejected at acceptance (:class:`~treesynth.neardup.NearDupScreen`) and topped up the same way; the
+    screen's index is built from the store's accepted samples when the first leaf fills (so a resumed run,
+    or a balance run's kept originals, are in it).
     """
 
     def __init__(self, source: SampleSource, gateway: Gateway, store: RunStore, planner: LeafPlanner,
@@ -75,6 +79,20 @@ class LeafFiller:
         self._on_progress = on_progress
         self._fields = tuple(task.fields.items())
         self.gate = SampleGate(task=task.description, fields=tuple(task.fields))
+        self._screen: NearDupScreen | None = None
+
+    def screen(self) -> NearDupScreen | None:
+        """The run's near-duplicate screen (``None`` when turned off), built from the accepted samples once."""
+        jaccard, cosine = self.config.near_dup or None, self.config.near_dup_embedding
+        if self._screen is None and (jaccard or cosine):
+            embed = None
+            if cosine is not None:
+                from treesynth.metrics.embedders import minilm_embedder
+
+                embed = minilm_embedder().embed
+            index = NearDupIndex(jaccard, embed=embed, embedding_threshold=cosine)
+            self._screen = NearDupScreen(index, self.stage).admit_all(self.store.samples_in_order())
+        return self._screen
 
     async def fill(self, leaf: Leaf) -> None:
         """Fill ``leaf`` until the plan is settled or the leaf is exhausted.
@@ -97,7 +115,7 @@ class LeafFiller:
                     if in_flight:
                         continue
                 target = self.planner.quota(leaf.leaf_id)
-                have = self.store.accept(leaf.leaf_id, target)
+                have = self.store.accept(leaf.leaf_id, target, self.screen())
                 await self.planner.report(leaf.leaf_id, have)
                 self._on_progress()
                 if have >= target:
@@ -111,7 +129,9 @@ class LeafFiller:
                     return
                 avoid = [self._content(s) for s in self.store.recent_samples(leaf.leaf_id, self.config.avoid_examples)]
                 for _ in range(min(math.ceil((target - have) / self.config.samples_per_call), budget - calls_made)):
-                    in_flight.add(asyncio.ensure_future(self._call(leaf, next(free_indexes), avoid)))
+                    call = asyncio.ensure_future(self._call(leaf, next(free_indexes), avoid))
+                    call.add_done_callback(_retrieve)  # a call that fails after the run stopped is not logged
+                    in_flight.add(call)
                     calls_made += 1
         finally:
             for task in in_flight:
@@ -161,3 +181,9 @@ class LeafFiller:
         if "text" in sample:
             return str(sample["text"])
         return fields_text(sample["fields"])
+
+
+def _retrieve(task: asyncio.Future[None]) -> None:
+    """Mark a finished call's error as seen (the fill re-raises the first; asyncio would log the others)."""
+    if not task.cancelled():
+        task.exception()
