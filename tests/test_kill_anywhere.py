@@ -112,6 +112,7 @@ def test_three_kills_anywhere_then_a_resume_give_the_uninterrupted_outputs(tmp_p
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)
 @pytest.mark.parametrize("name", list(SCENARIOS))
 def test_twenty_kills_anywhere_then_a_resume_give_the_uninterrupted_outputs(tmp_path: Path, name: str) -> None:
     _check(tmp_path, name, kills=20)
