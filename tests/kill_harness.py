@@ -46,6 +46,8 @@ class Scenario:
     normalize: Callable[[str, bytes], bytes] = lambda name, data: data
     latency_ms: int = 40
     prepare: Callable[[Path], None] = lambda work: None
+    summary: Callable[[Path], bytes] | None = None
+    """What else must match, read from the working directory (e.g. a study's finished trials)."""
 
 
 @dataclass
@@ -113,6 +115,8 @@ def fingerprints(work: Path, scenario: Scenario) -> dict[str, str]:
             name = str(path.relative_to(work))
             data = path.read_bytes().replace(str(work.resolve()).encode(), b"<WORK>")
             found[name] = hashlib.sha256(scenario.normalize(name, data)).hexdigest()
+    if scenario.summary is not None:
+        found["summary"] = hashlib.sha256(scenario.summary(work)).hexdigest()
     return found
 
 
@@ -177,7 +181,9 @@ def kill_and_resume(root: Path, scenario: Scenario, kills: int, seed: int) -> Ou
         outcome.in_flight.update(in_flight(killed))
     run_to_end(killed, scenario)
     outcome.sessions += 1
-    assert fingerprints(killed, scenario) == expected, f"{scenario.name}: outputs differ after kills"
+    found = fingerprints(killed, scenario)
+    differ = sorted(name for name in expected.keys() | found.keys() if expected.get(name) != found.get(name))
+    assert not differ, f"{scenario.name}: outputs differ after kills: {differ}"
     after = call_counts(killed)
     outcome.final_calls = sum(after.values())
     for key in base_calls.keys() | after.keys():
