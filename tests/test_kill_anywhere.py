@@ -27,7 +27,7 @@ import random
 from pathlib import Path
 
 import pytest
-from kill_harness import Outcome, Scenario, kill_and_resume, record_line
+from kill_harness import Outcome, Scenario, call_counts, fingerprints, kill_and_resume, record_line, run_to_end
 
 TASK = "GSM8K-style grade-school math word problems"
 FAKE = ["--model", "test/fake", "--seed", "7"]
@@ -121,3 +121,21 @@ def test_three_kills_anywhere_then_a_resume_give_the_uninterrupted_outputs(tmp_p
 @pytest.mark.parametrize("name", list(SCENARIOS))
 def test_twenty_kills_anywhere_then_a_resume_give_the_uninterrupted_outputs(tmp_path: Path, name: str) -> None:
     _check(tmp_path, name, kills=20)
+
+
+def test_a_balance_stopped_mid_node_keeps_the_routing_batches_that_came_back(tmp_path: Path) -> None:
+    """Each routing batch is stored as it returns: a resume asks no finished batch again (the sum of routing
+    calls over both sessions is the uninterrupted run's), and routes every sample as it would have."""
+    scenario = SCENARIOS["balance"]
+    base, stopped = tmp_path / "base", tmp_path / "stopped"
+    for work in (base, stopped):
+        work.mkdir()
+        scenario.prepare(work)
+    run_to_end(base, scenario, attempts=1)
+    capped = Scenario("balance", [*scenario.args, "--max-calls", "12"], scenario.compared, prepare=_skewed)
+    with pytest.raises(AssertionError, match="did not finish"):  # stopped by the cap, mid-way through a node
+        run_to_end(stopped, capped, attempts=1)
+    assert sum(call_counts(stopped).values()) == 12
+    run_to_end(stopped, scenario, attempts=1)
+    assert call_counts(stopped) == call_counts(base)
+    assert fingerprints(stopped, scenario) == fingerprints(base, scenario)

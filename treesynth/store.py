@@ -346,7 +346,7 @@ class RunStore:
 
     def route_count(self) -> int:
         """Routing decisions recorded (one per item per node it was routed at)."""
-        return int(self._db.execute("SELECT COUNT(*) FROM routes").fetchone()[0])
+        return int(self._db.execute("SELECT COUNT(*) FROM routes WHERE node_id NOT LIKE '%#%'").fetchone()[0])
 
     def add_originals(self, rows: list[tuple[str, str, str, dict[str, Any]]]) -> set[str]:
         """Insert kept original samples ``(id, leaf_id, norm, payload)``; return ids rejected as duplicates."""
