@@ -5,8 +5,10 @@ Each command runs on ``test/fake`` with a fixed seed, once uninterrupted and onc
 
 - ``run``: ``samples.jsonl``, ``tree.json``, ``rejected.jsonl``.
 - ``balance``: ``balanced.jsonl``, ``routing.jsonl``, ``unrouted.jsonl``, ``rejected.jsonl``, ``tree.json``.
-- ``bench``: ``results.jsonl`` and ``results.md`` (metrics of every cell) and every cell's ``samples.jsonl``
-  and ``tree.json``; ``run.json``/``metrics.json`` carry timings and are not compared.
+- ``bench``: ``results.jsonl`` (every cell's status, samples and metrics) less each cell's spend (calls,
+  tokens, cost: they count calls repeated after a kill, at most those in flight, which the ledger check
+  bounds), and every cell's ``samples.jsonl`` and ``tree.json``; ``results.md`` renders the same rows,
+  ``run.json``/``metrics.json`` carry timings.
 - ``compile``: ``program.json`` less its wall-clock ``seconds`` fields (the instructions, the per-module
   scores, the optimizer's call count) and the example trees' ``samples.jsonl``/``tree.json``. The
   optimizer's own calls (GEPA's rollouts) are not in a ledger: a kill during optimization re-runs it from
@@ -50,6 +52,17 @@ def _sweep(work: Path) -> None:
         "treesynth_configs": {"default": {}}, "embedder": "lexical"}))
 
 
+SPEND = ("calls", "prompt_tokens", "completion_tokens", "cost_usd", "calls_per_1000", "tokens_per_1000")
+
+
+def _results(name: str, data: bytes) -> bytes:
+    """results.jsonl less each cell's spend (it counts calls repeated after a kill: the ledger checks those)."""
+    if not name.endswith("results.jsonl"):
+        return data
+    rows = [json.loads(line) for line in data.decode().splitlines()]
+    return json.dumps([{k: v for k, v in row.items() if k not in SPEND} for row in rows]).encode()
+
+
 def _program(name: str, data: bytes) -> bytes:
     """program.json less wall-clock seconds and the growing calls (redone in-flight calls are the ledger's)."""
     if not name.endswith("program.json"):
@@ -86,8 +99,8 @@ SCENARIOS = {
                         [f"out/{name}" for name in ("balanced.jsonl", "routing.jsonl", "unrouted.jsonl",
                                                     "rejected.jsonl", "tree.json")], prepare=_skewed),
     "bench": Scenario("bench", ["bench", "sweep.yaml", "--out", "out", "--yes"],
-                      ["out/results.jsonl", "out/results.md", "out/cells/*/samples.jsonl", "out/cells/*/tree.json"],
-                      prepare=_sweep),
+                      ["out/results.jsonl", "out/cells/*/samples.jsonl", "out/cells/*/tree.json"],
+                      normalize=_results, prepare=_sweep),
     "compile": Scenario("compile", ["compile", TASK, *FAKE, "--depth", "2", "--width", "4", "--pivots", "4", "-n",
                                     "20", "--samples-per-call", "5", "--module", "leaf", "--budget", "20",
                                     "--out", "out/program.json", "--yes"],
