@@ -14,6 +14,7 @@ from test_run_e2e import treesynth
 
 from treesynth.baselines import Baseline
 from treesynth.config import RunConfig
+from treesynth.errors import BudgetExceededError
 from treesynth.models import normalize
 from treesynth.testing.fake_lm import fake_answer
 from treesynth.testing.fake_server import FakeServer, FaultConfig
@@ -78,3 +79,13 @@ def test_bench_sweep_on_the_fake_server_is_resumable(tmp_path: Path) -> None:
     assert "| treesynth |" in (out / "results.md").read_text()
     for plot in ("diversity_vs_size.png", "diversity_vs_cost.png"):
         assert (out / plot).stat().st_size > 1000
+
+
+def test_a_persona_run_stopped_between_persona_rounds_resumes_to_the_uninterrupted_samples(tmp_path: Path) -> None:
+    whole = Baseline("persona", cfg(25)).run(TASK, tmp_path / "whole")
+    with pytest.raises(BudgetExceededError):  # one persona round of three, then the cap stops it
+        Baseline("persona", cfg(25).with_overrides({"budget.max_calls": 1})).run(TASK, tmp_path / "resumed")
+    assert whole.status == "complete"
+    assert Baseline("persona", cfg(25)).run(TASK, tmp_path / "resumed").status == "complete"
+    for name in ("samples.jsonl", "tree.json"):
+        assert (tmp_path / "resumed" / name).read_bytes() == (tmp_path / "whole" / name).read_bytes(), name

@@ -72,6 +72,21 @@ def refused(out: Path) -> str:
 
 
 # -- accept path --------------------------------------------------------------------------------------------
+def test_a_resumed_leaf_replays_its_rounds_seeing_only_calls_before_the_round(store: RunStore) -> None:
+    # round one (calls 0, 1) accepted; round two (calls 2, 3) killed with call 2 stored and 3 in flight
+    store.save_leaf_call("leaf", 0, [cand("A"), cand("B")])
+    store.save_leaf_call("leaf", 1, [cand("C")])
+    assert store.accept("leaf", 6, below=2) == 3
+    store.save_leaf_call("leaf", 2, [cand("D"), cand("E")])
+    # the resumed session replays round one: call 2's candidates wait for call 3, which is shown round one only
+    assert store.accept("leaf", 6, below=0) == 0 and store.recent_samples("leaf", 10, below=0) == []
+    assert store.accept("leaf", 6, below=2) == 3
+    assert [s["text"] for s in store.recent_samples("leaf", 2, below=2)] == ["B", "C"]
+    store.save_leaf_call("leaf", 3, [cand("F")])
+    assert store.accept("leaf", 6, below=4) == 6 and texts(store, "leaf") == ["A", "B", "C", "D", "E", "F"]
+    assert store.accept("leaf", 6, below=2) == 3  # what calls before 2 hold, whatever came later
+
+
 def test_accept_takes_calls_in_call_order_skips_rejected_and_stops_at_the_target(store: RunStore) -> None:
     store.save_leaf_call("leaf", 1, [cand("D"), cand("E")])  # finished first, but it is the later call
     store.save_leaf_call("leaf", 0, [cand("A"), cand("B", "is a schema keyword"), cand("C")])

@@ -209,18 +209,20 @@ class RunStore:
                  for i, (norm, p, reason) in enumerate(candidates or [])],
             )
 
-    def accept(self, leaf_id: str, target: int, screen: NearDupScreen | None = None) -> int:
-        """Accept the leaf's unused candidates in call order until it holds ``target`` samples; return its count.
+    def accept(self, leaf_id: str, target: int, screen: NearDupScreen | None = None, below: int = 1 << 62) -> int:
+        """Accept the leaf's unused candidates (of calls before ``below``) in call order up to ``target`` samples.
 
         Content already accepted anywhere in the run (normalized) makes a ``duplicate``. With a ``screen``, a
         near-duplicate of an accepted sample is rejected (reason ``near-duplicate``; the screen's fields, such as
-        ``duplicate_of``, join its payload) and each accepted sample is indexed.
+        ``duplicate_of``, join its payload) and each accepted sample is indexed. Returns the leaf's sample count
+        afterwards, less samples accepted from calls ``below`` or later.
         """
         with self._tx():
-            have = self.leaf_sample_count(leaf_id)
+            have = self.leaf_sample_count(leaf_id) - int(self._db.execute("SELECT COUNT(*) FROM candidates WHERE "
+                "leaf_id=? AND status='accepted' AND call_index >= ?", (leaf_id, below)).fetchone()[0])
             rows = self._db.execute(
                 "SELECT call_index, position, norm, payload FROM candidates WHERE leaf_id=? AND status='new' "
-                "ORDER BY call_index, position", (leaf_id,)).fetchall()
+                "AND call_index < ? ORDER BY call_index, position", (leaf_id, below)).fetchall()
             for call_index, position, norm, payload in rows:
                 if have >= target:
                     break
@@ -243,11 +245,12 @@ class RunStore:
         """Accepted samples in ``leaf_id``."""
         return int(self._db.execute("SELECT COUNT(*) FROM samples WHERE leaf_id=?", (leaf_id,)).fetchone()[0])
 
-    def recent_samples(self, leaf_id: str, limit: int) -> list[dict[str, Any]]:
-        """The ``limit`` most recently accepted samples of ``leaf_id`` (oldest first)."""
-        rows = self._db.execute("SELECT payload FROM samples WHERE leaf_id=? ORDER BY seq DESC LIMIT ?",
-                                (leaf_id, limit)).fetchall()
-        return [json.loads(r[0]) for r in reversed(rows)]
+    def recent_samples(self, leaf_id: str, limit: int, below: int = 1 << 62) -> list[dict[str, Any]]:
+        """The ``limit`` latest accepted samples of ``leaf_id`` (oldest first), none from calls ``below`` or later."""
+        rows = self._db.execute("SELECT payload FROM samples WHERE leaf_id=? AND id NOT IN (SELECT json_extract("
+                                "payload, '$.id') FROM candidates WHERE leaf_id=? AND status='accepted' AND "
+                                "call_index >= ?) ORDER BY seq DESC LIMIT ?", (leaf_id, leaf_id, below, limit))
+        return [json.loads(r[0]) for r in reversed(rows.fetchall())]
 
     def exhausted_at(self, leaf_id: str) -> int | None:
         """The sample count at which ``leaf_id`` ran out of call budget, if it did."""
@@ -324,7 +327,7 @@ class RunStore:
 
     def route_count(self) -> int:
         """Routing decisions recorded (one per item per node it was routed at)."""
-        return int(self._db.execute("SELECT COUNT(*) FROM routes").fetchone()[0])
+        return int(self._db.execute("SELECT COUNT(*) FROM routes WHERE node_id NOT LIKE '%#%'").fetchone()[0])
 
     def add_originals(self, rows: list[tuple[str, str, str, dict[str, Any]]]) -> set[str]:
         """Insert kept original samples ``(id, leaf_id, norm, payload)``; return ids rejected as duplicates."""

@@ -22,6 +22,7 @@ from treesynth.signatures import NONE_FITS, RouteSamples, assignments_type, shap
 from treesynth.store import RunStore
 
 ROUTING_ROUNDS = 3
+RETRY = "retry"  # a batch's answer for an item that goes to the next round
 Routed = dict[int, tuple[str | None, str | None]]
 """item -> (value taken, or None when unrouted; reason when unrouted)."""
 
@@ -90,20 +91,25 @@ class Router:
         self.routing_calls = 0
 
     async def route(self, node: Node, subspace: list[str], items: list[int]) -> Routed:
-        """Route ``items`` at ``node`` (internal) to a child value, ``None`` for none-fits or failure."""
+        """Route ``items`` at ``node`` (internal) to a child value, ``None`` for none-fits or failure.
+
+        Each batch's answers are stored as it comes back (under ``<node id>#<round>``; the node's own routes
+        once every round is over), so a killed balance resumes without asking a finished batch again: its
+        batches and seeds are the uninterrupted ones.
+        """
         done = self.store.routes(node.id)
-        pending = sorted((i for i in items if i not in done), key=self.order.__getitem__)
-        if pending:
-            options = self._options(node)
-            routed: Routed = {}
+        if any(i not in done for i in items):
+            options, routed = self._options(node), Routed()
+            pending = sorted(items, key=self.order.__getitem__)
             for round_index in range(ROUTING_ROUNDS):
+                key = f"{node.id}#{round_index}"
+                marks = self.store.routes(key)
                 batches = [pending[i:i + self.batch_size] for i in range(0, len(pending), self.batch_size)]
-                results = await gather_or_cancel(self._batch(node, subspace, options, b, round_index)
-                                                 for b in batches)
-                pending = []
-                for batch_routed, retry in results:
-                    routed.update(batch_routed)
-                    pending.extend(retry)
+                await gather_or_cancel(self._batch(node, subspace, options, b, round_index)
+                                       for b in batches if b[0] not in marks)
+                marks = self.store.routes(key)
+                routed.update({i: marks[i] for i in pending if marks[i][1] != RETRY})
+                pending = [i for i in pending if marks[i][1] == RETRY]
                 if not pending:
                     break
             routed.update(dict.fromkeys(pending, (None, "routing failed")))
@@ -120,7 +126,7 @@ class Router:
         return [*values, NONE_FITS]
 
     async def _batch(self, node: Node, subspace: list[str], options: list[str], items: list[int],
-                     round_index: int) -> tuple[Routed, list[int]]:
+                     round_index: int) -> None:
         numbers = list(range(1, len(items) + 1))
         samples = [self.texts[i] for i in items]
         seed = stable_seed(self.seed, node.id, "route", stable_hash(samples), round_index)
@@ -135,4 +141,4 @@ class Router:
         valid, retry = check_assignments(numbers, pred.assignments if pred is not None else [], options)
         routed: Routed = {items[n - 1]: (None, "none fits") if v == NONE_FITS else (v, None)
                           for n, v in valid.items()}
-        return routed, [items[n - 1] for n in retry]
+        self.store.save_routes(f"{node.id}#{round_index}", {**routed, **{items[n - 1]: (None, RETRY) for n in retry}})

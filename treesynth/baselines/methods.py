@@ -153,7 +153,8 @@ class Baseline:
     async def _personas(self, task: Task, gateway: Gateway, store: RunStore) -> list[str]:
         wanted = self.config.synthesis.samples
         personas: list[str] = list(self.personas or store.get_meta("personas") or [])
-        for round_index in range(2 * (wanted // PERSONA_BATCH + 1)):
+        stalled = 0  # rounds since the list last grew: with its length, it seeds the round (so a resume repeats it)
+        for _ in range(2 * (wanted // PERSONA_BATCH + 1)):
             if len(personas) >= wanted or self.personas:
                 break
             count = min(PERSONA_BATCH, wanted - len(personas))
@@ -163,13 +164,14 @@ class Baseline:
                                                        lm=lm, config=config)
 
             pred = await gateway.call("pivots", stage="personas", node_id="root",
-                                      seed=stable_seed(self.config.seed, "personas", round_index, len(personas)),
+                                      seed=stable_seed(self.config.seed, "personas", len(personas), stalled),
                                       fn=run)
-            seen = {normalize(p) for p in personas}
+            seen, before = {normalize(p) for p in personas}, len(personas)
             for persona in pred.personas if pred is not None else []:
                 if normalize(persona) and normalize(persona) not in seen:
                     seen.add(normalize(persona))
                     personas.append(persona.strip())
+            stalled = 0 if len(personas) > before else stalled + 1
             store.set_meta("personas", personas)
         if not personas:
             raise ConfigError("no personas could be generated; pass a persona file or another --model")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import itertools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -100,11 +99,12 @@ class LeafFiller:
         Calls go out in rounds: as many concurrent calls as the missing samples need, all shown the same
         ``avoid`` samples. A round's candidates are accepted together, in call order, once its last call is
         back, so which samples a leaf keeps never depends on which call happened to finish first (the same
-        seed gives the same dataset, and a resumed run the same dataset as an uninterrupted one).
+        seed gives the same dataset). A resumed leaf replays its rounds by call index: stored calls are not
+        made again, and a round is accepted only with all its calls back, each shown the same ``avoid`` as
+        uninterrupted, so a resumed run gives the same dataset as an uninterrupted one.
         """
         done = self.store.leaf_call_indexes(leaf.leaf_id)
-        free_indexes = (i for i in itertools.count() if i not in done)
-        calls_made = len(done)
+        calls_made = 0  # the next call index: every call before it is stored or in flight
         in_flight: set[asyncio.Task[None]] = set()
         try:
             while True:
@@ -115,7 +115,7 @@ class LeafFiller:
                     if in_flight:
                         continue
                 target = self.planner.quota(leaf.leaf_id)
-                have = self.store.accept(leaf.leaf_id, target, self.screen())
+                have = self.store.accept(leaf.leaf_id, target, self.screen(), below=calls_made)
                 await self.planner.report(leaf.leaf_id, have)
                 self._on_progress()
                 if have >= target:
@@ -127,11 +127,13 @@ class LeafFiller:
                     self.store.mark_exhausted(leaf.leaf_id, have)
                     await self.planner.exhaust(leaf.leaf_id, have)
                     return
-                avoid = [self._content(s) for s in self.store.recent_samples(leaf.leaf_id, self.config.avoid_examples)]
+                recent = self.store.recent_samples(leaf.leaf_id, self.config.avoid_examples, below=calls_made)
+                avoid = [self._content(s) for s in recent]
                 for _ in range(min(math.ceil((target - have) / self.config.samples_per_call), budget - calls_made)):
-                    call = asyncio.ensure_future(self._call(leaf, next(free_indexes), avoid))
-                    call.add_done_callback(_retrieve)  # a call that fails after the run stopped is not logged
-                    in_flight.add(call)
+                    if calls_made not in done:
+                        call = asyncio.ensure_future(self._call(leaf, calls_made, avoid))
+                        call.add_done_callback(_retrieve)  # a call that fails after the run stopped is not logged
+                        in_flight.add(call)
                     calls_made += 1
         finally:
             for task in in_flight:
