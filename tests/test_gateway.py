@@ -10,6 +10,7 @@ import asyncio
 from types import SimpleNamespace
 from typing import Any
 
+import httpx
 import pytest
 from dspy.utils.exceptions import AdapterParseError, LMAuthError, LMRateLimitError, LMServerError, LMTransportError
 from support import run_in_virtual_time
@@ -167,6 +168,19 @@ def test_unreachable_provider_fails_fast() -> None:
         assert clock() == started  # no backoff at all (a single retry would have slept at least 2.5 s)
         assert [(r.node_id, r.ok, r.retries) for r in records] == [("root", False, 0)]
         assert "LMTransportError" in (records[0].error or "")
+
+    run_in_virtual_time(scenario())
+
+
+def test_a_reset_mid_body_on_the_first_call_is_retried_not_taken_for_a_wrong_api_base() -> None:
+    """The host answered and then the connection broke (httpx.ReadError under the transport error): an outage
+    to retry, unlike a refused connection (above), which fails fast."""
+    async def scenario() -> None:
+        gw, records = gateway(attempts=3)
+        reset = LMTransportError("Connection error.")
+        reset.__cause__ = httpx.ReadError("Connection reset by peer")
+        assert await gw.call("pivots", stage="pivots", node_id="root", seed=1, fn=flaky(reset), required=True) == "ok"
+        assert [(r.node_id, r.ok, r.retries) for r in records] == [("root", True, 1)]
 
     run_in_virtual_time(scenario())
 

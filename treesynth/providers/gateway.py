@@ -42,6 +42,9 @@ MAX_BACKOFF_SECONDS = 60.0
 CAP_POLL_SECONDS = 0.05
 """How often a call stopped by a spending cap checks whether the calls in flight have been booked."""
 _UNREACHABLE_MARKERS = ("Connection error", "Connection refused", "Name or service not known", "nodename nor servname")
+_MID_EXCHANGE_ERRORS = frozenset({"ReadError", "RemoteProtocolError", "ProtocolError", "ClientPayloadError",
+                                  "ContentLengthError", "ServerDisconnectedError", "ReadTimeout", "IncompleteRead"})
+"""Transport errors (httpx, aiohttp, DSPy's own client) raised once a connection was open: the host was reached."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,8 +236,8 @@ class Gateway:
             outcome.exception = exc
             outcome.error = f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"  # one line
             outcome.retryable = is_retryable_lm_error(exc)
-            outcome.unreachable = isinstance(exc, LMTransportError) or any(
-                marker in outcome.error for marker in _UNREACHABLE_MARKERS)
+            outcome.unreachable = (isinstance(exc, LMTransportError) or any(
+                marker in outcome.error for marker in _UNREACHABLE_MARKERS)) and not _broke_mid_exchange(exc)
             outcome.retry_after = getattr(exc, "retry_after", None)
             outcome.rate_limited = isinstance(exc, LMRateLimitError) or getattr(exc, "status", None) == 429
             outcome.overloaded = outcome.rate_limited or getattr(exc, "status", None) in (503, 529)
@@ -302,6 +305,19 @@ class Gateway:
                 f"{_refusal_fix(attempt) or 'check the model name, API key and --api-base, then '}"
                 "re-run the same command to resume"
             )
+
+
+def _broke_mid_exchange(exc: BaseException) -> bool:
+    """Whether ``exc`` (or an exception it wraps) broke an open connection -- a reset or a body cut short --
+    which says the host was reached (an outage, retried), not that ``--api-base`` is wrong."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if type(current).__name__ in _MID_EXCHANGE_ERRORS:
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
 
 
 def _refusal_fix(attempt: _Attempt) -> str:
