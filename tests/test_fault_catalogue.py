@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import read_jsonl
 
 from treesynth.config import RunConfig
 from treesynth.models import normalize

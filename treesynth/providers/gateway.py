@@ -134,17 +134,17 @@ class Gateway:
                    required: bool = False) -> T | None:
         """Run ``fn(lm, config)`` for ``role``; ``None`` when the output did not parse or the call failed.
 
-        ``config`` carries ``rollout_id == seed`` and the role's temperature. Retryable provider errors
-        (rate limits, overload, server errors, timeouts, transport) are retried up to
-        ``policy.attempts`` times with the slot released while waiting; a rate limit whose wait fits in
-        ``policy.rate_limit_wait`` (what is left of it for this call) does not use up an attempt. :class:`ProviderError` stops the
-        run (resumably) when: authentication fails; the provider was never reached (fail fast on a wrong
-        ``--api-base``); a ``required`` call fails for a provider reason (tree building must not be
-        degraded by an outage); ``policy.failure_limit`` consecutive attempts fail for reasons other
-        than rate limits (the circuit breaker); or the model's first ``policy.parse_limit`` completed calls
-        all failed to parse; :class:`~treesynth.errors.BudgetExceededError` (a ``ProviderError``) when a
-        spending cap would be exceeded, before the call starts. A call refused for its response format under
-        ``auto`` is retried at once with the model's next dialect (not counted by the breaker).
+        ``config`` carries ``rollout_id == seed`` and the role's temperature. Retryable provider errors (rate
+        limits, overload, server errors, timeouts, transport) are retried up to ``policy.attempts`` times with the
+        slot released while waiting; a rate limit whose wait fits in ``policy.rate_limit_wait`` (what is left of it
+        for this call) does not use up an attempt. :class:`ProviderError` stops the run (resumably) when:
+        authentication fails; the provider was never reached (fail fast on a wrong ``--api-base``); a ``required``
+        call fails for a provider reason (tree building must not be degraded by an outage); ``policy.failure_limit``
+        consecutive attempts fail for reasons other than rate limits (the circuit breaker); or the model's first
+        ``policy.parse_limit`` completed calls all failed to parse; :class:`~treesynth.errors.BudgetExceededError`
+        (a ``ProviderError``) when a spending cap would be exceeded, before the call starts. A call refused for its
+        response format under ``auto`` is retried at once with the model's next dialect (not counted by the
+        breaker).
         """
         lm = self.lms[role]
         await self._admit()

@@ -16,7 +16,14 @@ from typing import Any, NamedTuple
 
 from treesynth.testing.fake_lm import fake_answer
 from treesynth.testing.fake_server.bursts import STATUS_MESSAGES, retry_after_headers, wrong_content
-from treesynth.testing.fake_server.faults import CONTENT_BURSTS, FaultConfig, Outcome, ServerStats, decide
+from treesynth.testing.fake_server.faults import (
+    CONTENT_BURSTS,
+    TRANSPORT_BURSTS,
+    FaultConfig,
+    Outcome,
+    ServerStats,
+    decide,
+)
 
 logger = logging.getLogger("treesynth.testing.fake_server")
 
@@ -218,7 +225,7 @@ class ChatResponder:
         answer = completion_body(call, content, index)
         if outcome is Outcome.MALFORMED:
             answer = answer[: len(answer) // 2]
-        return Reply(200, answer, delay, transport=burst if burst in ("slow", "truncated", "reset", "down") else "")
+        return Reply(200, answer, delay, transport=burst if burst in TRANSPORT_BURSTS else "")
 
     def _content(self, call: ChatCall, kind: str) -> str:
         """The fake model's message content for ``call`` under the configured dialect."""
