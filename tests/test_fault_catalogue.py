@@ -171,6 +171,17 @@ def test_wrong_content(kind: str, start: int, tmp_path: Path) -> None:
     assert not any(TASK in s["text"] or "[[ ##" in s["text"] for s in samples)  # no echoed prompt kept
 
 
+def test_a_criterion_repeating_an_ancestor_is_not_split_on(tmp_path: Path) -> None:
+    """Request 6 is the depth-1 node's criterion proposal; it comes back naming the root's criterion."""
+    faults = FaultConfig(burst="ancestor", burst_start=6, burst_length=1)
+    with FakeServer(faults) as server:
+        summary = run(server, tmp_path / "r")
+    samples = assert_exact(tmp_path / "r", summary)
+    for sample in samples:  # no path splits twice on one criterion
+        criteria = [step["criterion"] for step in sample["path"]]
+        assert len(criteria) == len(set(criteria)), criteria
+
+
 # -- outage ----------------------------------------------------------------------------------------------------
 def test_provider_down_then_back_resumes_exactly(tmp_path: Path) -> None:
     """The provider goes down mid-run (connections closed unanswered): the breaker stops the run with a resume
