@@ -158,7 +158,7 @@ def test_reset_on_the_very_first_calls_is_not_a_wrong_api_base(tmp_path: Path, c
 
 
 # -- wrong content -------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("kind", ["invalid_json", "empty", "duplicates", "out_of_range", "ancestor", "echo"])
+@pytest.mark.parametrize("kind", ["invalid_json", "empty", "duplicates", "out_of_range", "echo"])
 @pytest.mark.parametrize("start", [0, 12])
 def test_wrong_content(kind: str, start: int, tmp_path: Path) -> None:
     """Answers that parse as HTTP 200 but carry the wrong content, during tree building (from the first
