@@ -23,7 +23,7 @@ import pytest
 
 from treesynth.errors import ConfigError
 from treesynth.signatures import GeneratePivots, sample_batch_type
-from treesynth.testing.fake_server import FakeServer, FaultConfig, decide
+from treesynth.testing.fake_server import FakeServer, FaultConfig, decide, retry_after_headers, wrong_content
 
 USER = "[[ ## task ## ]]\nmath word problems\n\n[[ ## subspace ## ]]\n[\"difficulty: easy\"]\n\nRespond with JSON."
 MESSAGES = [{"role": "system", "content": "You write datasets."}, {"role": "user", "content": USER}]
@@ -56,7 +56,7 @@ def outcome_of(response: httpx.Response) -> str:
 
 
 def zero_counts(**nonzero: int) -> dict[str, int]:
-    counts = dict.fromkeys(("ok", "429", "500", "hang", "malformed", "invalid", "error"), 0)
+    counts = dict.fromkeys(("ok", "429", "500", "hang", "malformed", "invalid", "error", "burst"), 0)
     counts.update({key.removeprefix("n"): value for key, value in nonzero.items()})
     return counts
 
@@ -205,7 +205,56 @@ def test_routes_and_bad_requests(server: FakeServer) -> None:
     assert server.counts == zero_counts(ok=1, invalid=3)
 
 
-@pytest.mark.parametrize("bad", [{"rate_429": 1.5}, {"rate_500": 0.6, "rate_hang": 0.6}, {"latency_ms": -1.0}])
+def test_retry_after_as_an_http_date() -> None:
+    """The date form is ``now`` plus the wait, rounded up to the next second, in IMF-fixdate (GMT)."""
+    headers = dict(retry_after_headers(FaultConfig(retry_after=2.5, retry_after_form="date"), now=lambda: 1e9 + 0.2))
+    assert headers["Retry-After"] == "Sun, 09 Sep 2001 01:46:43 GMT" and headers["retry-after-ms"] == "2500"
+    assert dict(retry_after_headers(FaultConfig(retry_after=2.5)))["Retry-After"] == "3"
+
+
+def test_a_burst_covers_exactly_its_window() -> None:
+    config = FaultConfig(burst="503", burst_start=2, burst_length=3, rate_500=0.5, seed=1)
+    with FakeServer(config) as server, httpx.Client(base_url=server.base_url, timeout=5.0) as client:
+        statuses = [client.post("/chat/completions", json=CHAT_BODY).status_code for _ in range(6)]
+    assert statuses[2:5] == [503, 503, 503] and 503 not in statuses[:2] + statuses[5:]
+    assert server.counts["burst"] == 3
+
+
+@pytest.mark.parametrize("kind", ["truncated", "reset", "down"])
+def test_broken_transport_fails_the_read_and_the_next_request_is_served(kind: str) -> None:
+    with FakeServer(FaultConfig(burst=kind, burst_length=1)) as server:
+        with pytest.raises((httpx.RemoteProtocolError, httpx.ReadError)):
+            httpx.post(f"{server.base_url}/chat/completions", json=CHAT_BODY, timeout=5.0)
+        assert httpx.post(f"{server.base_url}/chat/completions", json=CHAT_BODY, timeout=5.0).status_code == 200
+
+
+def test_slow_loris_sends_headers_then_trickles() -> None:
+    """Headers at once, then one byte per pause: each read is quick, so only a whole-call timeout stops it."""
+    pauses: list[float] = []
+
+    async def record(seconds: float) -> None:
+        pauses.append(seconds)
+
+    with FakeServer(FaultConfig(burst="slow", burst_length=1, hang_seconds=30.0), sleep=record) as server:
+        raw = httpx.post(f"{server.base_url}/chat/completions", json=CHAT_BODY, timeout=5.0)
+    assert raw.status_code == 200 and json.loads(raw.content)["choices"]
+    assert len(pauses) == len(raw.content) and sum(pauses) == pytest.approx(30.0)
+
+
+def test_wrong_content_kinds() -> None:
+    content = json.dumps({"proposal": {"criterion": "topic", "values": ["a", "b", "c"]}, "n": 2})
+    prompt = "[[ ## excluded_criteria ## ]]\n[\"difficulty\"]\n"
+    assert json.loads(wrong_content("empty", content, prompt))["proposal"]["values"] == []
+    assert json.loads(wrong_content("duplicates", content, prompt))["proposal"]["values"] == ["a", "a", "a"]
+    assert json.loads(wrong_content("out_of_range", content, prompt))["n"] == 1002
+    assert json.loads(wrong_content("ancestor", content, prompt))["proposal"]["criterion"] == "difficulty"
+    assert json.loads(wrong_content("echo", content, prompt))["proposal"]["values"] == [prompt] * 3
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(wrong_content("invalid_json", content, prompt))
+
+
+@pytest.mark.parametrize("bad", [{"rate_429": 1.5}, {"rate_500": 0.6, "rate_hang": 0.6}, {"latency_ms": -1.0},
+                                 {"burst": "teapot"}, {"retry_after_form": "minutes"}, {"burst_length": -1}])
 def test_fault_config_rejects_impossible_values(bad: dict[str, float]) -> None:
     with pytest.raises(ConfigError):
         FaultConfig(**bad)

@@ -77,6 +77,17 @@ def test_real_samples_pass(sample: str) -> None:
     assert check_sample(sample, task=TASK, subspace=SUBSPACE) is None
 
 
+def test_a_sample_that_is_the_prompt_echoed_is_rejected() -> None:
+    """The whole synthesis prompt sent back as a sample (fault catalogue, issue 14): its field markers give it
+    away even though the avoid list and the closing instruction leave enough words to pass the other rules."""
+    prompt = ("[[ ## task ## ]]\nGSM8K-style grade-school math word problems\n\n[[ ## subspace ## ]]\n"
+              "1. character name: person R\n2. unit of measure: kilograms\n\n[[ ## avoid ## ]]\n(none)\n\n"
+              "Respond with the JSON object (keys: `batch`) and nothing else.")
+    subspace = ["character name: person R", "unit of measure: kilograms"]
+    assert check_sample(prompt, task="GSM8K-style grade-school math word problems", subspace=subspace) == \
+        "echoes the prompt"
+
+
 def test_structured_samples_need_every_field_and_language() -> None:
     gate = SampleGate(task=TASK, fields=FIELDS)
     question = "A farmer has 15 chickens; 7 are sold. How many are left?"

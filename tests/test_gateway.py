@@ -10,6 +10,7 @@ import asyncio
 from types import SimpleNamespace
 from typing import Any
 
+import httpx
 import pytest
 from dspy.utils.exceptions import AdapterParseError, LMAuthError, LMRateLimitError, LMServerError, LMTransportError
 from support import run_in_virtual_time
@@ -99,9 +100,40 @@ def test_auth_error_stops_at_once_with_a_fix() -> None:
     run_in_virtual_time(scenario())
 
 
+def test_a_429_storm_longer_than_the_attempts_is_waited_out_within_rate_limit_wait() -> None:
+    """Ten 429s asking for 2 s each, on a call with 3 attempts: waited out (20 s of the 30 s allowance) and
+    the call succeeds; the same storm on a 15 s allowance fails once the allowance and the attempts are spent."""
+    async def scenario() -> None:
+        clock = asyncio.get_running_loop().time
+        gw, records = gateway(attempts=3, rate_limit_wait=30.0)
+        storm = [LMRateLimitError("429", retry_after=2.0) for _ in range(10)]
+        started = clock()
+        assert await gw.call("pivots", stage="pivots", node_id="root", seed=1, fn=flaky(*storm), required=True) == "ok"
+        assert clock() - started == pytest.approx(20.0) and records[-1].retries == 10
+        gw, records = gateway(attempts=3, rate_limit_wait=15.0)
+        assert await gw.call("leaf", stage="leaf", node_id="a", seed=1,
+                             fn=flaky(*[LMRateLimitError("429", retry_after=2.0) for _ in range(10)])) is None
+        assert records[-1].retries == 7 + 2  # seven waits fit in 15 s, then the 3 attempts are spent
+
+    run_in_virtual_time(scenario())
+
+
+def test_retry_after_zero_falls_back_to_backoff() -> None:
+    """``Retry-After: 0`` (or an HTTP-date already past) must not make retries instant."""
+    async def scenario() -> None:
+        clock = asyncio.get_running_loop().time
+        gw, _ = gateway(attempts=3, base_delay=1.0, rate_limit_wait=0.0)
+        started = clock()
+        assert await gw.call("leaf", stage="leaf", node_id="a", seed=1,
+                             fn=flaky(LMRateLimitError("429", retry_after=0.0))) == "ok"
+        assert clock() - started >= 0.5  # backoff (1 s with jitter in [0.5, 1.5]) on the loop's virtual clock
+
+    run_in_virtual_time(scenario())
+
+
 def test_circuit_breaker_after_consecutive_failures_but_not_on_rate_limits() -> None:
     async def scenario() -> None:
-        gw, records = gateway(attempts=1, failure_limit=3)
+        gw, records = gateway(attempts=1, failure_limit=3, rate_limit_wait=0.0)
         for i in range(5):  # rate limits never trip the breaker
             assert await gw.call("leaf", stage="leaf", node_id=f"r{i}", seed=i,
                                  fn=flaky(LMRateLimitError("429"))) is None
@@ -136,6 +168,19 @@ def test_unreachable_provider_fails_fast() -> None:
         assert clock() == started  # no backoff at all (a single retry would have slept at least 2.5 s)
         assert [(r.node_id, r.ok, r.retries) for r in records] == [("root", False, 0)]
         assert "LMTransportError" in (records[0].error or "")
+
+    run_in_virtual_time(scenario())
+
+
+def test_a_reset_mid_body_on_the_first_call_is_retried_not_taken_for_a_wrong_api_base() -> None:
+    """The host answered and then the connection broke (httpx.ReadError under the transport error): an outage
+    to retry, unlike a refused connection (above), which fails fast."""
+    async def scenario() -> None:
+        gw, records = gateway(attempts=3)
+        reset = LMTransportError("Connection error.")
+        reset.__cause__ = httpx.ReadError("Connection reset by peer")
+        assert await gw.call("pivots", stage="pivots", node_id="root", seed=1, fn=flaky(reset), required=True) == "ok"
+        assert [(r.node_id, r.ok, r.retries) for r in records] == [("root", True, 1)]
 
     run_in_virtual_time(scenario())
 

@@ -99,7 +99,9 @@ class ModelConfig(_Frozen):
         "litellm", description="litellm (every provider, Router, custom providers) or DSPy's native client")
     max_tokens: int = Field(1024, ge=16)
     cache: bool = Field(True, description="DSPy's request cache (keys include each call's seed)")
-    attempts: int = Field(6, ge=1, le=20, description="tries per call on rate limits, overload and server errors")
+    attempts: int = Field(6, ge=1, le=20, description="tries per call on overload, server errors and timeouts")
+    rate_limit_wait: float = Field(600.0, ge=0, description="seconds one call may wait out rate limits (429s) "
+                                   "without using up its attempts")
     timeout: float = Field(120.0, gt=0, description="seconds before one attempt is abandoned")
     failure_limit: int = Field(8, ge=1, description="consecutive failed calls that stop the run as partial")
     structured_output: StructuredOutput = Field("auto", description=_STRUCTURED_HELP)

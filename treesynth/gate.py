@@ -16,8 +16,9 @@ Rules, in the order they are checked (the first that fails gives the reason):
    ``sample_text``, ``fieldName`` or one of the prompt's field names);
 5. not an echo of the task description, of a subspace constraint line or of the prompt's scaffolding
    (compared in :func:`~treesynth.models.normalize` form: the sample equals or is contained in one of
-   them, consists only of the prompt's field names, or has fewer than ``min_words`` words left once
-   every echoed string is taken out);
+   them, consists only of the prompt's field names, has fewer than ``min_words`` words left once
+   every echoed string is taken out, or holds one of DSPy's field markers such as ``[[ ## task ## ]]``,
+   i.e. copies the prompt itself);
 6. at least ``min_words`` whitespace-separated words containing a letter;
 7. language, not numbers or symbols: letters in at least :data:`MIN_WORDY_SHARE` of the words and
    :data:`MIN_LETTER_SHARE` of the non-space characters;
@@ -87,6 +88,8 @@ PROMPT_SCAFFOLDING = (
 )
 """Prompt text that is not content: DSPy's adapter boilerplate and the signatures' field descriptions."""
 
+_FIELD_MARKER = re.compile(r"\[\[\s*##\s*\w+\s*##\s*\]\]")
+"""DSPy's field marker (``[[ ## subspace ## ]]``): only a copy of the prompt holds one."""
 _LETTER = re.compile(r"[^\W\d_]", re.UNICODE)
 _KEYWORD_TOKEN = re.compile(r"\$?\w+", re.UNICODE)
 _PATH = re.compile(r"\$?[A-Za-z_][\w$]*(?:(?:\.|/|::)\$?[\w$]+|\[[\w$]*\])+")
@@ -150,6 +153,8 @@ class SampleGate:
             return "is a schema keyword"
         if self._is_name(text.strip(_QUOTES)):
             return "is a field or path name"
+        if _FIELD_MARKER.search(text):
+            return "echoes the prompt"
         echo = self._echo(normalize(text), subspace)
         if echo is not None:
             return echo

@@ -38,7 +38,8 @@ from treesynth.summary import priced_ledger, versions
 
 def retry_policy(model: ModelConfig) -> RetryPolicy:
     """The gateway's retry policy for a model configuration."""
-    return RetryPolicy(attempts=model.attempts, timeout=model.timeout, failure_limit=model.failure_limit)
+    return RetryPolicy(attempts=model.attempts, timeout=model.timeout, failure_limit=model.failure_limit,
+                       rate_limit_wait=model.rate_limit_wait)
 
 
 def spending_cap(config: RunConfig, ledger: dict[str, Any] | None = None) -> SpendingCap:

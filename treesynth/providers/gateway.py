@@ -42,6 +42,9 @@ MAX_BACKOFF_SECONDS = 60.0
 CAP_POLL_SECONDS = 0.05
 """How often a call stopped by a spending cap checks whether the calls in flight have been booked."""
 _UNREACHABLE_MARKERS = ("Connection error", "Connection refused", "Name or service not known", "nodename nor servname")
+_MID_EXCHANGE_ERRORS = frozenset({"ReadError", "RemoteProtocolError", "ProtocolError", "ClientPayloadError",
+                                  "ContentLengthError", "ServerDisconnectedError", "ReadTimeout", "IncompleteRead"})
+"""Transport errors (httpx, aiohttp, DSPy's own client) raised once a connection was open: the host was reached."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +69,10 @@ class RetryPolicy:
 
     ``parse_limit``: when the first this many completed calls to a model all failed to parse (and none
     succeeded) the run stops, naming the structured-output fix (0: never).
+
+    ``rate_limit_wait``: seconds one call may spend waiting out rate limits (429s) on top of its
+    ``attempts``: a rate-limited attempt whose wait fits in what is left of it is retried without using up
+    an attempt, so a storm of 429s that lasts longer than ``attempts`` answers is waited out, not failed.
     """
 
     attempts: int = 6
@@ -73,6 +80,7 @@ class RetryPolicy:
     failure_limit: int = 8
     base_delay: float = 1.0
     parse_limit: int = 6
+    rate_limit_wait: float = 600.0
 
 
 CallFn = Callable[[dspy.LM, dict[str, Any]], Awaitable[T]]
@@ -84,6 +92,7 @@ class _Attempt:
     error: str | None = None
     retry_after: float | None = None
     overloaded: bool = False
+    rate_limited: bool = False
     retryable: bool = False
     unreachable: bool = False
     dialect: Dialect | None = None
@@ -125,16 +134,17 @@ class Gateway:
                    required: bool = False) -> T | None:
         """Run ``fn(lm, config)`` for ``role``; ``None`` when the output did not parse or the call failed.
 
-        ``config`` carries ``rollout_id == seed`` and the role's temperature. Retryable provider errors
-        (rate limits, overload, server errors, timeouts, transport) are retried up to
-        ``policy.attempts`` times with the slot released while waiting. :class:`ProviderError` stops the
-        run (resumably) when: authentication fails; the provider was never reached (fail fast on a wrong
-        ``--api-base``); a ``required`` call fails for a provider reason (tree building must not be
-        degraded by an outage); ``policy.failure_limit`` consecutive attempts fail for reasons other
-        than rate limits (the circuit breaker); or the model's first ``policy.parse_limit`` completed calls
-        all failed to parse; :class:`~treesynth.errors.BudgetExceededError` (a ``ProviderError``) when a
-        spending cap would be exceeded, before the call starts. A call refused for its response format under
-        ``auto`` is retried at once with the model's next dialect (not counted by the breaker).
+        ``config`` carries ``rollout_id == seed`` and the role's temperature. Retryable provider errors (rate
+        limits, overload, server errors, timeouts, transport) are retried up to ``policy.attempts`` times with the
+        slot released while waiting; a rate limit whose wait fits in ``policy.rate_limit_wait`` (what is left of it
+        for this call) does not use up an attempt. :class:`ProviderError` stops the run (resumably) when:
+        authentication fails; the provider was never reached (fail fast on a wrong ``--api-base``); a ``required``
+        call fails for a provider reason (tree building must not be degraded by an outage); ``policy.failure_limit``
+        consecutive attempts fail for reasons other than rate limits (the circuit breaker); or the model's first
+        ``policy.parse_limit`` completed calls all failed to parse; :class:`~treesynth.errors.BudgetExceededError`
+        (a ``ProviderError``) when a spending cap would be exceeded, before the call starts. A call refused for its
+        response format under ``auto`` is retried at once with the model's next dialect (not counted by the
+        breaker).
         """
         lm = self.lms[role]
         await self._admit()
@@ -159,7 +169,9 @@ class Gateway:
         jitter = random.Random(seed)
         attempt = _Attempt()
         retries = 0
-        for index in range(self.policy.attempts):
+        used = waits = 0  # attempts used up (a rate-limited one waited out on policy.rate_limit_wait is not)
+        rate_wait = self.policy.rate_limit_wait
+        while True:
             attempt = await self._attempt(lm, config, fn)
             for _ in DIALECTS:  # refused for its response format: at once, with the next dialect
                 if not self._falls_back(lm, attempt):
@@ -170,10 +182,18 @@ class Gateway:
                 self._track_failures(attempt, lm.model)
             except ProviderError as stop:
                 return attempt, retries, stop
-            if not attempt.retryable or index == self.policy.attempts - 1:
+            if not attempt.retryable:
                 break
+            delay = self._delay(attempt, waits, jitter)
+            if attempt.rate_limited and 0 < delay <= rate_wait:
+                rate_wait -= delay  # waited out on the rate-limit allowance, not on the attempts
+            else:
+                used += 1
+                if used >= self.policy.attempts:
+                    break
             retries += 1
-            await asyncio.sleep(self._delay(attempt, index, jitter))  # the slot is free while we sleep
+            waits += 1
+            await asyncio.sleep(delay)  # the slot is free while we sleep
         return attempt, retries, None
 
     async def _admit(self) -> None:
@@ -216,10 +236,11 @@ class Gateway:
             outcome.exception = exc
             outcome.error = f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"  # one line
             outcome.retryable = is_retryable_lm_error(exc)
-            outcome.unreachable = isinstance(exc, LMTransportError) or any(
-                marker in outcome.error for marker in _UNREACHABLE_MARKERS)
+            outcome.unreachable = (isinstance(exc, LMTransportError) or any(
+                marker in outcome.error for marker in _UNREACHABLE_MARKERS)) and not _broke_mid_exchange(exc)
             outcome.retry_after = getattr(exc, "retry_after", None)
-            outcome.overloaded = isinstance(exc, LMRateLimitError) or getattr(exc, "status", None) in (429, 503, 529)
+            outcome.rate_limited = isinstance(exc, LMRateLimitError) or getattr(exc, "status", None) == 429
+            outcome.overloaded = outcome.rate_limited or getattr(exc, "status", None) in (503, 529)
         finally:
             await self.limiter.release(overloaded=outcome.overloaded)
         return outcome
@@ -260,7 +281,9 @@ class Gateway:
         return self._serial.setdefault(model, asyncio.Semaphore(1))
 
     def _delay(self, attempt: _Attempt, index: int, jitter: random.Random) -> float:
-        if attempt.retry_after is not None and attempt.retry_after >= 0:
+        """The wait before retry ``index + 1``: the provider's ``Retry-After`` when it asks for one, else (and
+        for ``Retry-After: 0`` or an HTTP-date already past) exponential backoff with jitter."""
+        if attempt.retry_after is not None and attempt.retry_after > 0:
             return min(float(attempt.retry_after), MAX_BACKOFF_SECONDS)
         backoff: float = min(self.policy.base_delay * 2**index, MAX_BACKOFF_SECONDS)
         return backoff * jitter.uniform(0.5, 1.5)
@@ -282,6 +305,19 @@ class Gateway:
                 f"{_refusal_fix(attempt) or 'check the model name, API key and --api-base, then '}"
                 "re-run the same command to resume"
             )
+
+
+def _broke_mid_exchange(exc: BaseException) -> bool:
+    """Whether ``exc`` (or an exception it wraps) broke an open connection -- a reset or a body cut short --
+    which says the host was reached (an outage, retried), not that ``--api-base`` is wrong."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if type(current).__name__ in _MID_EXCHANGE_ERRORS:
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
 
 
 def _refusal_fix(attempt: _Attempt) -> str:

@@ -15,6 +15,16 @@ arrival number, so a run with the same seed and the same request order sees the 
 * ``hang`` -- the answer is held back ``hang_seconds``, so clients must time out;
 * ``malformed`` -- HTTP 200 whose body is truncated, i.e. not valid JSON.
 
+A burst (:attr:`FaultConfig.burst`, ``--burst KIND --burst-start I --burst-length K``) forces one fault on
+requests ``I`` to ``I + K - 1`` instead (counted as ``burst``), for tests that need a fault at a known moment
+(:mod:`.bursts`): statuses ``429`` (``Retry-After`` as seconds or, with ``retry_after_form="date"``, as an
+HTTP-date), ``500``, ``502``, ``503``, ``529``; transport faults ``hang``, ``slow`` (headers, then the body
+one byte per ``hang_seconds / len(body)``), ``truncated`` (half the body, then closed), ``reset`` (half the
+body, then a TCP reset), ``down`` (reset before any answer); and HTTP 200 with wrong content:
+``invalid_json``, ``empty`` (every list empty), ``duplicates`` (every list one value repeated),
+``out_of_range`` (numbers +1000, label lists one too long), ``ancestor`` (a proposed criterion that repeats
+an ancestor's) and ``echo`` (every listed string is the prompt).
+
 Servers disagree on structured output. By default the server takes OpenAI's ``{"type": "json_schema",
 "json_schema": {...}}`` (vLLM, llama-server, ...). With ``response_format_dialect="json_object_schema"``
 (``--response-format-dialect json_object_schema``) it behaves like llama-cpp-python's server: a request
@@ -55,6 +65,7 @@ from treesynth.testing.fake_server.app import (
     Sleep,
     logger,
 )
+from treesynth.testing.fake_server.bursts import retry_after_headers, wrong_content
 from treesynth.testing.fake_server.chat import (
     LLAMA_CPP_REFUSAL,
     ChatCall,
@@ -67,7 +78,12 @@ from treesynth.testing.fake_server.chat import (
 )
 from treesynth.testing.fake_server.cli import build_parser, config_from_args, main, serve
 from treesynth.testing.fake_server.faults import (
+    BURST_KINDS,
+    CONTENT_BURSTS,
     RESPONSE_FORMAT_DIALECTS,
+    RETRY_AFTER_FORMS,
+    STATUS_BURSTS,
+    TRANSPORT_BURSTS,
     Decision,
     FaultConfig,
     Outcome,
@@ -76,8 +92,9 @@ from treesynth.testing.fake_server.faults import (
 )
 
 __all__ = [
-    "CHAT_PATHS", "LLAMA_CPP_REFUSAL", "MAX_BODY_BYTES", "MAX_HEADER_BYTES", "MODEL_PATHS",
-    "RESPONSE_FORMAT_DIALECTS", "AsyncFakeServer", "ChatCall", "ChatResponder", "Decision", "FakeServer",
-    "FaultConfig", "Outcome", "Reply", "ServerStats", "Sleep", "build_parser", "completion_body",
-    "config_from_args", "decide", "format_kind", "logger", "main", "near_miss_answer", "parse_chat_call", "serve"
+    "BURST_KINDS", "CHAT_PATHS", "CONTENT_BURSTS", "LLAMA_CPP_REFUSAL", "MAX_BODY_BYTES", "MAX_HEADER_BYTES",
+    "MODEL_PATHS", "RESPONSE_FORMAT_DIALECTS", "RETRY_AFTER_FORMS", "STATUS_BURSTS", "TRANSPORT_BURSTS",
+    "AsyncFakeServer", "ChatCall", "ChatResponder", "Decision", "FakeServer", "FaultConfig", "Outcome", "Reply",
+    "ServerStats", "Sleep", "build_parser", "completion_body", "config_from_args", "decide", "format_kind", "logger",
+    "main", "near_miss_answer", "parse_chat_call", "retry_after_headers", "serve", "wrong_content",
 ]

@@ -7,8 +7,11 @@ thread with its own loop, for sync code and for tests that drive clients from an
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
+import socket
+import struct
 import threading
 from collections.abc import Awaitable, Callable
 from types import TracebackType
@@ -122,13 +125,41 @@ class AsyncFakeServer:
                 logger.info("fake OpenAI server: %d requests: %s", total, self.stats.snapshot())
                 last = total
 
-    async def _handle(self, request: web.Request) -> web.Response:
-        """Every route: build the reply, wait out its delay, send it as JSON."""
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        """Every route: build the reply, wait out its delay, send it as JSON (or break it, in a transport burst)."""
         reply = await self._reply(request)
         if reply.delay > 0:
             await self._sleep(reply.delay)
+        if reply.transport:
+            return await self._break(request, reply)
         return web.Response(status=reply.status, body=reply.body, content_type="application/json",
                             headers=dict(reply.headers))
+
+    async def _break(self, request: web.Request, reply: Reply) -> web.StreamResponse:
+        """Deliver ``reply`` broken: ``down`` closes the connection unanswered; ``slow`` sends the headers and
+        then one byte per ``hang_seconds / len(body)`` (slow-loris); ``truncated`` sends half the body and
+        closes; ``reset`` sends half the body and resets the connection (RST)."""
+        transport = request.transport
+        if reply.transport == "down" or transport is None:
+            _reset(transport)
+            return web.Response(status=499)  # never sent: the connection is gone
+        response = web.StreamResponse(status=reply.status, headers={"Content-Type": "application/json"})
+        response.content_length = len(reply.body)
+        await response.prepare(request)
+        if reply.transport == "slow":
+            pause = self.config.hang_seconds / max(1, len(reply.body))
+            for offset in range(len(reply.body)):
+                await response.write(reply.body[offset:offset + 1])
+                await self._sleep(pause)
+            await response.write_eof()
+            return response
+        await response.write(reply.body[: len(reply.body) // 2])
+        await asyncio.sleep(0)  # let the half body reach the socket before the connection goes
+        if reply.transport == "reset":
+            _reset(transport)
+        else:
+            transport.close()
+        return response
 
     async def _reply(self, request: web.Request) -> Reply:
         """The reply to ``request`` (paths match with or without a trailing slash)."""
@@ -149,6 +180,17 @@ class AsyncFakeServer:
         if path == "/health":
             return Reply(200, json.dumps({"status": "ok", "requests": self.stats.total}).encode())
         return error_reply(404, f"no route {path}", code="not_found")
+
+
+def _reset(transport: asyncio.BaseTransport | None) -> None:
+    """Abort the connection with a TCP reset (``SO_LINGER`` 0), or just abort it where that cannot be set."""
+    if transport is None:
+        return
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    transport.abort()  # type: ignore[attr-defined]
 
 
 def _not_allowed(method: str) -> Reply:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import random
 import re
 import time
@@ -16,7 +15,15 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from treesynth.testing.fake_lm import fake_answer
-from treesynth.testing.fake_server.faults import FaultConfig, Outcome, ServerStats, decide
+from treesynth.testing.fake_server.bursts import STATUS_MESSAGES, retry_after_headers, wrong_content
+from treesynth.testing.fake_server.faults import (
+    CONTENT_BURSTS,
+    TRANSPORT_BURSTS,
+    FaultConfig,
+    Outcome,
+    ServerStats,
+    decide,
+)
 
 logger = logging.getLogger("treesynth.testing.fake_server")
 
@@ -38,6 +45,8 @@ class Reply:
     body: bytes
     delay: float = 0.0
     headers: tuple[tuple[str, str], ...] = ()
+    transport: str = ""
+    """How delivery breaks (a transport burst: ``slow``, ``truncated``, ``reset``, ``down``); ``""``: it does not."""
 
 
 class ChatCall(NamedTuple):
@@ -194,17 +203,20 @@ class ChatResponder:
         index = self._next_index
         self._next_index += 1
         outcome, delay = decide(self.config, index)
-        if outcome is Outcome.RATE_LIMITED:
+        burst = self.config.burst if outcome is Outcome.BURST else ""
+        status = burst or {Outcome.RATE_LIMITED: "429", Outcome.SERVER_ERROR: "500"}.get(outcome, "")
+        if status in STATUS_MESSAGES or burst == "hang":
             self.stats.record(outcome)
-            wait = self.config.retry_after
-            headers = (("Retry-After", str(math.ceil(wait))), ("retry-after-ms", str(round(wait * 1000))))
-            message = f"Rate limit reached (fake). Please try again in {wait:g}s."
-            return Reply(429, error_body(message, "rate_limit_error", "rate_limit_exceeded"), delay, headers)
-        if outcome is Outcome.SERVER_ERROR:
-            self.stats.record(outcome)
-            return Reply(500, error_body("The server had an error (fake).", "server_error"), delay)
+        if status in STATUS_MESSAGES:
+            code, message, kind_name, error_code = STATUS_MESSAGES[status]
+            headers = retry_after_headers(self.config) if code == 429 else ()
+            return Reply(code, error_body(message, kind_name, error_code), delay, headers)
+        if burst == "hang":
+            return Reply(200, b"", self.config.hang_seconds)
         try:
             content = self._content(call, kind)
+            if burst in CONTENT_BURSTS:
+                content = wrong_content(burst, content, call.prompt)
         except Exception as exc:
             logger.exception("the fake model failed on request %d", index)
             self.stats.record(Outcome.ERROR)
@@ -213,7 +225,7 @@ class ChatResponder:
         answer = completion_body(call, content, index)
         if outcome is Outcome.MALFORMED:
             answer = answer[: len(answer) // 2]
-        return Reply(200, answer, delay)
+        return Reply(200, answer, delay, transport=burst if burst in TRANSPORT_BURSTS else "")
 
     def _content(self, call: ChatCall, kind: str) -> str:
         """The fake model's message content for ``call`` under the configured dialect."""

@@ -11,7 +11,7 @@ from dataclasses import fields
 
 from treesynth.errors import ConfigError
 from treesynth.testing.fake_server.app import AsyncFakeServer
-from treesynth.testing.fake_server.faults import RESPONSE_FORMAT_DIALECTS, FaultConfig
+from treesynth.testing.fake_server.faults import BURST_KINDS, RESPONSE_FORMAT_DIALECTS, RETRY_AFTER_FORMS, FaultConfig
 
 FLAG_HELP: dict[str, str] = {
     "latency_ms": "mean latency per response",
@@ -25,6 +25,11 @@ FLAG_HELP: dict[str, str] = {
     "seed": "seed of the fault draws",
     "response_format_dialect": "structured output the server takes: json_schema (OpenAI's; default) or "
                                "json_object_schema (llama-cpp-python's: json_schema gets HTTP 500)",
+    "retry_after_form": "how a 429 writes Retry-After: seconds or date (an HTTP-date)",
+    "burst": "a fault forced on --burst-length requests from number --burst-start: "
+             + ", ".join(filter(None, BURST_KINDS)),
+    "burst_start": "the first request (0-based, arrival order) of the burst",
+    "burst_length": "how many requests the burst lasts (0: none)",
 }
 """Help of each fault flag (one per :class:`FaultConfig` field)."""
 
@@ -39,7 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     defaults = FaultConfig()
     for spec in fields(FaultConfig):  # one flag per fault setting, named after it
         default = getattr(defaults, spec.name)
-        choices = RESPONSE_FORMAT_DIALECTS if spec.name == "response_format_dialect" else None
+        choices = {"response_format_dialect": RESPONSE_FORMAT_DIALECTS, "retry_after_form": RETRY_AFTER_FORMS,
+                   "burst": BURST_KINDS}.get(spec.name)
         parser.add_argument("--" + spec.name.replace("_", "-"), type=type(default), default=default, choices=choices,
                             help=FLAG_HELP[spec.name])
     parser.add_argument("--log-interval", type=float, default=10.0, help="seconds between request-count logs")

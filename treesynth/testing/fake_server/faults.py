@@ -14,6 +14,19 @@ from treesynth.errors import ConfigError
 RESPONSE_FORMAT_DIALECTS = ("json_schema", "json_object_schema")
 """The structured-output dialects the fake server can take (:attr:`FaultConfig.response_format_dialect`)."""
 
+STATUS_BURSTS = ("429", "500", "502", "503", "529")
+"""Burst kinds answered with that HTTP status (a 429 carries ``Retry-After``)."""
+TRANSPORT_BURSTS = ("hang", "slow", "truncated", "reset", "down")
+"""Burst kinds that break the HTTP exchange: held back, a trickle after the headers (slow-loris), a body cut
+short of its ``Content-Length``, a connection reset mid-body, and a connection closed before any answer."""
+CONTENT_BURSTS = ("invalid_json", "empty", "duplicates", "out_of_range", "ancestor", "echo")
+"""Burst kinds answered HTTP 200 with wrong content: not JSON, every list empty, every list one value repeated,
+numbers and label lists out of range, a proposed criterion that repeats an ancestor's, samples echoing the prompt."""
+BURST_KINDS = ("", *STATUS_BURSTS, *TRANSPORT_BURSTS, *CONTENT_BURSTS)
+"""Every :attr:`FaultConfig.burst` (``""``: no burst)."""
+RETRY_AFTER_FORMS = ("seconds", "date")
+"""How a 429 writes ``Retry-After``: delta seconds, or an HTTP-date (RFC 9110 section 10.2.3)."""
+
 
 class Outcome(StrEnum):
     """How the server answered one chat-completion request (the keys of ``FakeServer.counts``)."""
@@ -27,6 +40,8 @@ class Outcome(StrEnum):
     """The request itself was bad (HTTP 400); no fault was drawn for it."""
     ERROR = "error"
     """The fake model failed on the request (HTTP 500, logged); a bug, not an injected fault."""
+    BURST = "burst"
+    """The request fell in the configured burst (:attr:`FaultConfig.burst`)."""
 
 
 @dataclass(frozen=True)
@@ -48,6 +63,11 @@ class FaultConfig:
         seed: Seed of the fault draws.
         response_format_dialect: The structured-output dialect the server takes: ``json_schema`` (OpenAI's,
             the default) or ``json_object_schema`` (llama-cpp-python's; see the package docstring).
+        retry_after_form: ``seconds`` or ``date`` (:data:`RETRY_AFTER_FORMS`).
+        burst: A fault (:data:`BURST_KINDS`) forced on every request numbered ``burst_start`` to
+            ``burst_start + burst_length - 1`` (arrival order), in place of the random draw.
+        burst_start: The first request of the burst.
+        burst_length: How many requests the burst lasts (0: no burst).
     """
 
     latency_ms: float = 0.0
@@ -60,12 +80,20 @@ class FaultConfig:
     rate_malformed: float = 0.0
     seed: int = 0
     response_format_dialect: Literal["json_schema", "json_object_schema"] = "json_schema"
+    retry_after_form: str = "seconds"
+    burst: str = ""
+    burst_start: int = 0
+    burst_length: int = 0
 
     def __post_init__(self) -> None:
-        """Reject negative durations, rates outside ``[0, 1]`` or summing above 1, and unknown dialects."""
-        if self.response_format_dialect not in RESPONSE_FORMAT_DIALECTS:
-            raise ConfigError(f"fake server: response_format_dialect must be one of "
-                              f"{', '.join(RESPONSE_FORMAT_DIALECTS)}, got {self.response_format_dialect!r}")
+        """Reject negative durations and counts, rates outside ``[0, 1]`` or summing above 1, unknown names."""
+        for name, allowed in (("response_format_dialect", RESPONSE_FORMAT_DIALECTS),
+                              ("retry_after_form", RETRY_AFTER_FORMS), ("burst", BURST_KINDS)):
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"fake server: {name} must be one of {', '.join(filter(None, allowed))}, "
+                                  f"got {getattr(self, name)!r}")
+        if self.burst_start < 0 or self.burst_length < 0:
+            raise ConfigError("fake server: burst_start and burst_length must be >= 0")
         for name in ("latency_ms", "jitter_ms", "retry_after", "hang_seconds"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
@@ -99,19 +127,25 @@ def _uniforms(seed: int, index: int) -> tuple[float, float]:
     return (int.from_bytes(digest[:8], "big") >> 11) * scale, (int.from_bytes(digest[8:], "big") >> 11) * scale
 
 
+def in_burst(config: FaultConfig, index: int) -> bool:
+    """Whether request number ``index`` falls in ``config``'s burst."""
+    return bool(config.burst) and config.burst_start <= index < config.burst_start + config.burst_length
+
+
 def decide(config: FaultConfig, index: int) -> Decision:
     """The outcome and delay (seconds) of chat-completion request number ``index`` (0-based) under ``config``.
 
     A pure function of ``(config.seed, index)`` and the rates, which makes a run reproducible. Every
     outcome but a hang waits ``latency_ms`` plus a uniform jitter in ``[-jitter_ms, +jitter_ms]`` (clamped
-    at 0); a hang waits ``hang_seconds``.
+    at 0); a hang waits ``hang_seconds``. A request in the burst gets :attr:`Outcome.BURST` (the caller
+    applies ``config.burst``).
     """
     draw, spread = _uniforms(config.seed, index)
-    outcome = Outcome.OK
+    outcome = Outcome.BURST if in_burst(config, index) else Outcome.OK
     threshold = 0.0
     for candidate, rate in zip(_DRAW_ORDER, config.rates(), strict=True):
         threshold += rate
-        if draw < threshold:
+        if outcome is Outcome.OK and draw < threshold:
             outcome = candidate
             break
     if outcome is Outcome.HANG:
