@@ -66,7 +66,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=128)
     parser.add_argument("--samples-per-call", type=int, default=20)
     parser.add_argument("--rate", type=float, default=0.05, help="probability of each fault kind (default: 0.05)")
-    parser.add_argument("--timeout", type=float, default=5.0, help="client timeout per attempt (s); hangs exceed it")
+    parser.add_argument("--timeout", type=float, default=20.0, help="client timeout per attempt (s); hangs exceed it")
     parser.add_argument("--json", type=Path, default=Path(__file__).parent / "results" / "load.json")
     args = parser.parse_args()
     faults = ["--rate-429", str(args.rate), "--retry-after", "1", "--rate-500", str(args.rate),

@@ -17,19 +17,18 @@ from __future__ import annotations
 import errno
 import os
 import sqlite3
+import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from treesynth.errors import ConfigError, RunStateError
 
-try:
+if sys.platform != "win32":
     import fcntl
-except ImportError:  # pragma: no cover - Windows
-    fcntl = None  # type: ignore[assignment]
 
 LOCK_NAME = ".treesynth.lock"
-"""The lock file in a locked directory (it stays after the lock is released; it holds the last holder's pid)."""
+"""The lock file of a locked directory: empty, and left in place after the lock is released."""
 
 
 class DirBusyError(ConfigError):
@@ -39,42 +38,43 @@ class DirBusyError(ConfigError):
 class DirLock:
     """An exclusive lock on a directory, held from :meth:`acquire` until :meth:`release` or process exit."""
 
-    def __init__(self, path: Path, fd: int | None) -> None:
-        """Wrap a locked descriptor (``None``: no lock on this platform); prefer :meth:`acquire`."""
-        self.path = path
-        self._fd = fd
+    def __init__(self, path: Path, fd: int | None, *, created: bool = False) -> None:
+        """Wrap a locked descriptor (``None``: no lock on this platform; ``created``: the lock file is new);
+        prefer :meth:`acquire`."""
+        self.path, self._fd, self._created = path, fd, created
 
     @classmethod
     def acquire(cls, directory: Path, *, option: str = "--out") -> DirLock:
-        """Lock ``directory`` (which must exist) or raise :class:`DirBusyError` naming the holder's pid.
+        """Lock ``directory`` (which must exist) or raise :class:`DirBusyError` when another process holds it.
 
         ``option`` names the flag that chose the directory, for the message.
         """
         path = directory / LOCK_NAME
-        if fcntl is None:  # pragma: no cover - Windows
+        if sys.platform == "win32":  # pragma: no cover - no flock: not locked
             return cls(path, None)
         try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            fd, created = _open_lock_file(path)
         except OSError as exc:
             raise ConfigError(f"{option} {directory} is not writable ({exc.strerror}); choose a writable "
                               "directory") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
             os.close(fd)
-            raise DirBusyError(f"{option} {directory} is in use by another treesynth process (pid {holder}); "
-                               f"wait for it to finish or choose another {option}") from None
+            raise DirBusyError(f"{option} {directory} is in use by another treesynth process; wait for it to "
+                               f"finish or choose another {option}") from None
         except BaseException:
             os.close(fd)
             raise
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        return cls(path, fd)
+        return cls(path, fd, created=created)
 
-    def release(self) -> None:
-        """Release the lock (idempotent); the lock file stays."""
+    def release(self, *, discard: bool = False) -> None:
+        """Release the lock (idempotent). The lock file stays, unless ``discard`` and :meth:`acquire` made it
+        (a refused directory is left as it was)."""
         if self._fd is not None:
+            if discard and self._created:
+                with suppress(OSError):
+                    os.unlink(self.path)  # while still locked: no other process holds this file's lock
             os.close(self._fd)  # closing the last descriptor drops the flock
             self._fd = None
 
@@ -85,6 +85,14 @@ class DirLock:
     def __exit__(self, *exc: object) -> None:
         """Release the lock."""
         self.release()
+
+
+def _open_lock_file(path: Path) -> tuple[int, bool]:
+    """A read-write descriptor of ``path``, and whether this call created the file."""
+    try:
+        return os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644), True
+    except FileExistsError:
+        return os.open(path, os.O_RDWR), False
 
 
 def storage_error(exc: BaseException, out: Path) -> RunStateError | None:

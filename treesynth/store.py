@@ -176,7 +176,7 @@ class RunStore:
             store._check_identity(identity)
         except BaseException as exc:
             conn.close()
-            lock.release()
+            lock.release(discard=True)  # a refused directory keeps no lock file it did not have
             if isinstance(exc, sqlite3.DatabaseError):
                 raise RunStateError(f"{path} is not a usable run store ({exc}); use a new --out") from None
             raise
