@@ -31,7 +31,8 @@ GIB_MIB = 1024.0
 def run_once(args: argparse.Namespace, api_base: str, out: Path) -> dict:
     """One ``treesynth run`` against ``api_base``; its outcome, counts and peak RSS."""
     config = out.parent / "load.yaml"
-    config.write_text(f"model:\n  timeout: {args.timeout}\n  attempts: 8\n  cache: false\n")
+    config.write_text(f"model:\n  timeout: {args.timeout}\n  attempts: 8\n  cache: false\n"
+                      f"  failure_limit: {args.failure_limit}\n")
     env = {**os.environ, "OPENAI_API_KEY": "benchmark-not-a-secret", "LITELLM_LOCAL_MODEL_COST_MAP": "True",
            "DSPY_CACHEDIR": str(out.parent / "dspy-cache")}
     cmd = [sys.executable, "-m", "treesynth", "run", "GSM8K-style grade-school math word problems",
@@ -67,6 +68,9 @@ def main() -> None:
     parser.add_argument("--samples-per-call", type=int, default=20)
     parser.add_argument("--rate", type=float, default=0.05, help="probability of each fault kind (default: 0.05)")
     parser.add_argument("--timeout", type=float, default=20.0, help="client timeout per attempt (s); hangs exceed it")
+    parser.add_argument("--failure-limit", type=int, default=64,
+                        help="model.failure_limit (default 64: at concurrency 128 the hung calls started together "
+                             "time out together, and the default 8 trips on such a burst)")
     parser.add_argument("--json", type=Path, default=Path(__file__).parent / "results" / "load.json")
     args = parser.parse_args()
     faults = ["--rate-429", str(args.rate), "--retry-after", "1", "--rate-500", str(args.rate),
