@@ -18,6 +18,8 @@ LAYERS: dict[str, int] = {
     "treesynth.io": 0,
     "treesynth.wording": 0,
     "treesynth.identity": 0,
+    "treesynth.rundir": 0,
+    "treesynth.redact": 0,
     "treesynth.config": 1,
     "treesynth.aio": 1,
     "treesynth.gate": 1,

@@ -32,6 +32,7 @@ from treesynth.providers import CallRecord, Gateway, RetryPolicy, StructuredOutp
 from treesynth.providers.budget import SpendingCap
 from treesynth.providers.context import lm_context
 from treesynth.record import Counts, Ledger, Reused, RunKind, RunRecord, RunStatus, Timings, write_record
+from treesynth.rundir import disk_full_as_error
 from treesynth.store import RunStore
 from treesynth.summary import priced_ledger, versions
 
@@ -86,7 +87,17 @@ class RunSession:
         """
         lms = lms or make_role_lms(config.model)  # a bad model string fails before the run directory exists
         structured = StructuredOutputs.from_config(config.model)  # this run's dialect per model
-        store = RunStore.open(Path(out), identity)
+        with disk_full_as_error(Path(out)):  # a full disk, at any write of the session, is one line naming the fix
+            async with cls._opened(RunStore.open(Path(out), identity), config, kind=kind, lms=lms,
+                                   structured=structured, on_call=on_call) as session:
+                yield session
+
+    @classmethod
+    @asynccontextmanager
+    async def _opened(cls, store: RunStore, config: RunConfig, *, kind: RunKind, lms: dict[Role, dspy.LM],
+                      structured: StructuredOutputs,
+                      on_call: Callable[[CallRecord], None] | None) -> AsyncIterator[RunSession]:
+        """The session on an open ``store`` (closed, and its lock released, when the block ends)."""
         try:
             def record(rec: CallRecord) -> None:
                 store.record_call(rec)

@@ -25,6 +25,7 @@ from treesynth.program import TreeSynthProgram
 from treesynth.providers import CallRecord
 from treesynth.providers.pricing import live_cost
 from treesynth.record import Reused, RunKind, RunRecord, RunStatus
+from treesynth.redact import redact
 from treesynth.store import RunStore, write_atomic, write_jsonl_atomic
 from treesynth.summary import priced_ledger, run_counts, run_status
 from treesynth.synthesis.allocate import LeafPlanner
@@ -263,7 +264,7 @@ def _export_failure(run: _Run, exc: BaseException) -> None:
     """
     first = _first_error(exc)
     interrupted = isinstance(first, (KeyboardInterrupt, asyncio.CancelledError))
-    error = ("interrupted" if interrupted else f"unexpected {type(first).__name__}: {str(first)[:300]}") + \
+    error = ("interrupted" if interrupted else f"unexpected {type(first).__name__}: {redact(str(first))[:300]}") + \
         f"; {RESUME_HINT}"
     try:
         export_run(run.session, run.builder.root, run.task, run.planner.quotas(), error,

@@ -2,11 +2,11 @@
 
 Layout of ``<out>/``:
 
-* ``treesynth.db`` -- SQLite (WAL): expanded nodes, leaf-synthesis calls and their candidate samples,
-  accepted samples (globally unique by normalized content), leaf states and the LLM call ledger.
-  Every write is keyed (node id, ``(leaf_id, call_index)``, sample id) and idempotent, and each
-  logical step is one transaction, so a process killed at any moment resumes without losing or
-  duplicating work.
+* ``treesynth.db`` -- SQLite (WAL): expanded nodes, leaf-synthesis calls and their candidate samples, accepted
+  samples (globally unique by normalized content), leaf states and the LLM call ledger. Every write is keyed (node
+  id, ``(leaf_id, call_index)``, sample id) and idempotent, and each logical step is one transaction, so a process
+  killed at any moment (or stopped by a full disk) resumes without losing or duplicating work.
+* ``.treesynth.lock`` -- locked by the process that has the run open (:class:`~treesynth.rundir.DirLock`).
 * ``tree.json``, ``samples.jsonl``, ``rejected.jsonl``, ``run.json`` -- exports, each written to a
   temporary file and renamed into place (:func:`write_atomic` and its siblings live in :mod:`treesynth.io`).
 
@@ -34,6 +34,7 @@ from treesynth.identity import first_difference, mismatch_message
 from treesynth.io import ensure_writable_dir, write_atomic, write_jsonl_atomic, write_lines_atomic
 from treesynth.neardup import NEAR_DUPLICATE, NEAR_FIELDS, NearDupScreen
 from treesynth.providers.gateway import CallRecord
+from treesynth.rundir import LOCK_NAME, DirLock
 
 __all__ = ["DB_NAME", "SCHEMA_VERSION", "Candidate", "RunStore", "prepare_out_dir", "write_atomic",
            "write_jsonl_atomic", "write_lines_atomic"]
@@ -113,7 +114,7 @@ def prepare_out_dir(out: Path) -> None:
     """Create ``out`` if needed; refuse a non-empty directory that is not a treesynth run."""
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is a file; choose a directory path")
-    if out.is_dir() and any(out.iterdir()) and not (out / DB_NAME).exists():
+    if out.is_dir() and any(p.name != LOCK_NAME for p in out.iterdir()) and not (out / DB_NAME).exists():
         raise ConfigError(f"--out {out} is not empty and holds no treesynth run; choose a new or empty directory")
     ensure_writable_dir(out)
 
@@ -121,16 +122,15 @@ def prepare_out_dir(out: Path) -> None:
 class RunStore:
     """Keyed, idempotent persistence of one run. Use :meth:`open`; all methods run on one thread."""
 
-    def __init__(self, out: Path, conn: sqlite3.Connection) -> None:
-        """Wrap an open connection; prefer :meth:`open`."""
-        self.out = out
-        self._db = conn
+    def __init__(self, out: Path, conn: sqlite3.Connection, lock: DirLock | None = None) -> None:
+        """Wrap an open connection (and the lock on ``out``, released by :meth:`close`); prefer :meth:`open`."""
+        self.out, self._db, self._lock = out, conn, lock or DirLock(out / LOCK_NAME, None)
 
     @classmethod
     def open(cls, out: Path, identity: dict[str, Any]) -> RunStore:
-        """Open or create the run in ``out``; refuse a run whose ``identity`` (task, shape) differs."""
+        """Open (or create) and lock the run in ``out`` until :meth:`close`; refuse one whose ``identity`` differs."""
         prepare_out_dir(out)
-        path = out / DB_NAME
+        path, lock = out / DB_NAME, DirLock.acquire(out)
         conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         try:
             if _check_store(conn, path) != SCHEMA_VERSION:  # new, unversioned or older: add what is missing
@@ -138,15 +138,16 @@ class RunStore:
                     _migrate(conn)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
+            store = cls(out, conn, lock)
+            store._check_identity(identity)
         except BaseException as exc:
             conn.close()
+            lock.release(discard=True)  # a refused directory keeps no lock file it did not have
             if isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.OperationalError):
                 raise UnusableStoreError(f"{path} is not a usable run store ({exc}); use a new --out") from None
             if isinstance(exc, sqlite3.DatabaseError):  # locked, I/O error, disk full: the machine, not the input
                 raise RunStateError(f"{path} is not a usable run store ({exc}); use a new --out") from None
             raise
-        store = cls(out, conn)
-        store._check_identity(identity)
         return store
 
     def _check_identity(self, identity: dict[str, Any]) -> None:
@@ -157,8 +158,9 @@ class RunStore:
             raise ConfigError(mismatch_message(self.out, *differs))
 
     def close(self) -> None:
-        """Close the database."""
+        """Close the database and release the directory's lock."""
         self._db.close()
+        self._lock.release()
 
     # -- meta -------------------------------------------------------------------------------------------
     def get_meta(self, key: str) -> Any:

@@ -27,6 +27,7 @@ except ImportError:  # pragma: no cover - older typer uses the click package
     from click.exceptions import ClickException, NoArgsIsHelpError  # type: ignore[assignment]  # noqa: F401
 
 from treesynth.errors import RESUME_HINT, ConfigError, TreeSynthError
+from treesynth.redact import redact
 
 INTERRUPTED = f"interrupted; {RESUME_HINT}"
 """The line a Ctrl-C leaves (exit 130): every run directory, sweep and study resumes where it stopped."""
@@ -35,8 +36,8 @@ Command = Callable[..., None]
 
 
 def fail(message: str, code: int) -> NoReturn:
-    """Print ``error: message`` on stderr and exit with ``code``."""
-    print(f"error: {message}", file=sys.stderr)
+    """Print ``error: message`` (credentials redacted) on stderr and exit with ``code``."""
+    print(f"error: {redact(message)}", file=sys.stderr)
     raise typer.Exit(code)
 
 

@@ -31,6 +31,7 @@ def bench(
     --max-calls and --max-cost cap every cell (each is a run directory); a sweep planned above the confirmation
     threshold asks first (or needs --yes).
     """
+    from treesynth.rundir import DirLock
     from treesynth.store import prepare_out_dir
     from treesynth.sweep import Sweep, cell_config, cells, run_sweep
 
@@ -48,5 +49,6 @@ def bench(
     if out.exists() and any(out.iterdir()) and not (out / "cells").exists():
         prepare_out_dir(out)  # raises: not a sweep directory
     out.mkdir(parents=True, exist_ok=True)
-    rows = run_sweep(sweep, out, on_cell=lambda cell, i, n: typer.echo(f"[{i + 1}/{n}] {cell.name}", err=True))
+    with DirLock.acquire(out):  # one process per sweep directory (each cell's run is locked too)
+        rows = run_sweep(sweep, out, on_cell=lambda cell, i, n: typer.echo(f"[{i + 1}/{n}] {cell.name}", err=True))
     typer.echo(f"{plural(len(rows), 'cell')} -> {out / 'results.md'}")

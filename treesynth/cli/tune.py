@@ -83,12 +83,14 @@ def tune_command(
     """
     from treesynth.models import Task
     from treesynth.optimizers.tune import tune
+    from treesynth.rundir import DirLock
 
     parsed = Task.from_arg(task)
     cfg = options.to_config()
     trials = experiment.trials  # each planned with the base shape
     confirm_spend(cfg, planned_spend(cfg, runs=trials), yes=yes, runs=trials)
-    with _quiet_optuna():  # Optuna's [I …] line per trial would bury the command's own output
+    out.mkdir(parents=True, exist_ok=True)
+    with _quiet_optuna(), DirLock.acquire(out):  # Optuna's [I …] line per trial would bury the command's output
         result = tune(parsed, cfg, out, search.to_tune_options(experiment, cfg.seed))
     typer.echo(f"study {result.study_name} ({result.storage}): {result.finished} finished trials ({result.ran} run "
                f"now, {result.recovered} recovered from an interrupted run)")

@@ -36,6 +36,7 @@ from treesynth.errors import BudgetExceededError, ProviderError
 from treesynth.providers.budget import SpendingCap
 from treesynth.providers.limiter import AdaptiveLimiter
 from treesynth.providers.structured import DIALECTS, Dialect, StructuredOutputs, refuses_response_format
+from treesynth.redact import redact
 
 T = TypeVar("T")
 MAX_BACKOFF_SECONDS = 60.0
@@ -230,11 +231,11 @@ class Gateway:
         except TimeoutError:
             outcome.error, outcome.retryable, outcome.overloaded = "timeout", True, True
         except LMAuthError as exc:
-            raise ProviderError(f"authentication failed for {lm.model} ({str(exc)[:120]}); set the provider's "
+            raise ProviderError(f"authentication failed for {lm.model} ({redact(str(exc))[:120]}); set the provider's "
                                 "API key in the environment (e.g. OPENAI_API_KEY) and re-run to resume") from None
         except Exception as exc:
             outcome.exception = exc
-            outcome.error = f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"  # one line
+            outcome.error = f"{type(exc).__name__}: {' '.join(redact(str(exc)).split())[:200]}"  # one line
             outcome.retryable = is_retryable_lm_error(exc)
             outcome.unreachable = (isinstance(exc, LMTransportError) or any(
                 marker in outcome.error for marker in _UNREACHABLE_MARKERS)) and not _broke_mid_exchange(exc)

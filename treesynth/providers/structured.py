@@ -26,6 +26,7 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 from treesynth.config import ROLES, ModelConfig, Role, StructuredOutput, is_local_model
+from treesynth.redact import redact
 
 logger = logging.getLogger(__name__)
 
@@ -209,7 +210,7 @@ class StructuredOutputs:
                 return False
             self._current[model] = following
         logger.info("%s refused structured output as %s (%s); using %s for the rest of the run", model, sent,
-                    str(error)[:160], following)
+                    redact(str(error))[:160], following)
         return True
 
     def _first(self, lm: Any) -> Dialect | None:
