@@ -147,6 +147,33 @@ def test_circuit_breaker_after_consecutive_failures_but_not_on_rate_limits() -> 
     run_in_virtual_time(scenario())
 
 
+def test_hangs_that_time_out_together_while_the_provider_answers_others_do_not_trip_the_breaker() -> None:
+    # issue 14, load at concurrency 128 with 5% hangs: the hangs of one wave time out in the same tick, more than
+    # failure_limit of them in a row, while the provider kept answering the calls started beside them
+    async def scenario() -> None:
+        gw, records = gateway(concurrency=32, attempts=1, timeout=1.0, failure_limit=3)
+
+        async def hang(lm: Any, config: dict[str, Any]) -> str:
+            await asyncio.sleep(10)
+            return "late"
+
+        async def quick(lm: Any, config: dict[str, Any]) -> str:
+            await asyncio.sleep(0.1)
+            return "ok"
+
+        calls = [gw.call("leaf", stage="leaf", node_id=f"n{i}", seed=i, fn=hang if i % 4 == 0 else quick)
+                 for i in range(24)]
+        results = await asyncio.gather(*calls)
+        assert results.count(None) == 6 and results.count("ok") == 18  # six timeouts in one tick, no stop
+        # a provider that answers nothing still trips it: every attempt started after the last answer
+        with pytest.raises(ProviderError, match="3 consecutive attempts"):
+            await asyncio.gather(*(gw.call("leaf", stage="leaf", node_id=f"d{i}", seed=100 + i, fn=hang)
+                                   for i in range(3)))
+        assert sum(not r.ok for r in records) == 9
+
+    run_in_virtual_time(scenario())
+
+
 def test_required_calls_stop_the_run_instead_of_degrading_the_tree() -> None:
     async def scenario() -> None:
         gw, _ = gateway(attempts=2)

@@ -16,6 +16,7 @@ first ``policy.parse_limit`` completed calls all fail to parse (none succeeding)
 from __future__ import annotations
 
 import asyncio
+import math
 import contextlib
 import random
 from collections.abc import Awaitable, Callable
@@ -99,6 +100,8 @@ class _Attempt:
     dialect: Dialect | None = None
     """The structured-output dialect in force when the attempt started."""
     exception: BaseException | None = None
+    started: float = 0.0
+    """Loop time at which the model was asked (after any in-process engine queue)."""
 
 
 class Gateway:
@@ -126,6 +129,8 @@ class Gateway:
         self.policy = policy or RetryPolicy()
         self._on_call = on_call
         self._consecutive_failures = 0
+        self._alive_at = -math.inf
+        """Loop time of the last successful answer: a failure of an attempt started before it is no outage."""
         self._reached = False
         self._api_base = next((lm.kwargs.get("api_base") for lm in lms.values() if lm.kwargs.get("api_base")),
                               "provider default")
@@ -225,6 +230,7 @@ class Gateway:
         outcome = _Attempt(dialect=self.structured.dialect(lm) if self.structured is not None else None)
         try:
             async with self._engine_turn(lm):  # queueing for an in-process engine is not the model's time
+                outcome.started = asyncio.get_running_loop().time()
                 outcome.result = await asyncio.wait_for(fn(lm, config), self.policy.timeout)
         except AdapterParseError:
             outcome.error = "parse"
@@ -293,12 +299,15 @@ class Gateway:
         if attempt.error is None or attempt.error == "parse":
             self._consecutive_failures = 0
             self._reached = True
+            self._alive_at = asyncio.get_running_loop().time()
             return
         if attempt.unreachable and not self._reached:
             raise ProviderError(f"cannot reach {model} ({attempt.error}); check --api-base ({self._api_base}) and "
                                 "the network, then re-run the same command to resume")
         if attempt.overloaded and attempt.error != "timeout":
             return  # rate limits are handled by backoff and the adaptive limit, not by the breaker
+        if attempt.started < self._alive_at:
+            return  # the provider answered another call while this one was out: a lone failure, not an outage
         self._consecutive_failures += 1
         if self._consecutive_failures >= self.policy.failure_limit:
             raise ProviderError(
