@@ -16,8 +16,8 @@ first ``policy.parse_limit`` completed calls all fail to parse (none succeeding)
 from __future__ import annotations
 
 import asyncio
-import math
 import contextlib
+import math
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
