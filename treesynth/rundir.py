@@ -82,9 +82,9 @@ class DirLock:
         """The lock itself."""
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        """Release the lock."""
-        self.release()
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        """Release the lock; a command refused as a usage error (:class:`ConfigError`) leaves no lock file it made."""
+        self.release(discard=exc_type is not None and issubclass(exc_type, ConfigError))
 
 
 def _open_lock_file(path: Path) -> tuple[int, bool]:
