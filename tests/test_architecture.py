@@ -34,6 +34,7 @@ LAYERS: dict[str, int] = {
     "treesynth.synthesis": 3,
     "treesynth.metrics": 3,
     "treesynth.viz": 3,
+    "treesynth.executors": 4,  # where leaf calls run: this process or Ray workers (the kernel opens one per run)
     "treesynth.kernel": 4,   # the run kernel: one store, one gateway, one run.json per run
     "treesynth.program": 4,
     "treesynth.pipeline": 5,

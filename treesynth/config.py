@@ -159,6 +159,20 @@ class BudgetConfig(_Frozen):
         5.0, ge=0, description="a planned run above this many US dollars asks for confirmation (--yes)")
 
 
+class ExecutorConfig(_Frozen):
+    """Where leaf calls run. Not part of a run's identity: a run started under one executor resumes under the other."""
+
+    kind: Literal["local", "ray"] = Field(
+        "local", description="local: every call in this process; ray: leaf calls on Ray workers (treesynth[ray])")
+    address: str | None = Field(
+        None, description="the Ray cluster: auto, ray://HOST:PORT or HOST:PORT; none: a local Ray instance")
+    workers: int | None = Field(
+        None, ge=1, le=4096, description="Ray worker processes (actors); none: one per CPU of the cluster")
+    env: tuple[str, ...] = Field(
+        (), description="further environment variables to hand to the workers (provider keys are handed on "
+                        "already); values are read from this process's environment, never written to disk")
+
+
 class RunConfig(_Frozen):
     """Everything that shapes a run. Written to ``run.json`` and loadable again with ``--config``."""
 
@@ -166,6 +180,7 @@ class RunConfig(_Frozen):
     synthesis: SynthesisConfig = Field(default_factory=SynthesisConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     budget: BudgetConfig = Field(default_factory=BudgetConfig)
+    executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
     concurrency: int = Field(8, ge=1, le=1024, description="most LLM calls in flight at once")
     seed: int = Field(0, ge=0)
 

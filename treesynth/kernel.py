@@ -27,20 +27,22 @@ import dspy
 
 from treesynth.config import ModelConfig, Role, RunConfig
 from treesynth.errors import CAP_RESUME_HINT, RESUME_HINT
+from treesynth.executors import Executor, open_executor
 from treesynth.models import Task
 from treesynth.providers import CallRecord, Gateway, RetryPolicy, StructuredOutputs, make_role_lms
 from treesynth.providers.budget import SpendingCap
 from treesynth.providers.context import lm_context
+from treesynth.providers.limiter import Limiter
 from treesynth.record import Counts, Ledger, Reused, RunKind, RunRecord, RunStatus, Timings, write_record
 from treesynth.rundir import disk_full_as_error
 from treesynth.store import RunStore
 from treesynth.summary import priced_ledger, versions
+from treesynth.synthesis.caller import LeafCaller, SampleSource
 
 
 def retry_policy(model: ModelConfig) -> RetryPolicy:
     """The gateway's retry policy for a model configuration."""
-    return RetryPolicy(attempts=model.attempts, timeout=model.timeout, failure_limit=model.failure_limit,
-                       rate_limit_wait=model.rate_limit_wait)
+    return RetryPolicy.for_model(model)
 
 
 def spending_cap(config: RunConfig, ledger: dict[str, Any] | None = None) -> SpendingCap:
@@ -51,11 +53,13 @@ def spending_cap(config: RunConfig, ledger: dict[str, Any] | None = None) -> Spe
 
 
 def build_gateway(config: RunConfig, lms: dict[Role, dspy.LM], structured: StructuredOutputs | None,
-                  on_call: Callable[[CallRecord], None], cap: SpendingCap | None = None) -> Gateway:
+                  on_call: Callable[[CallRecord], None], cap: SpendingCap | None = None,
+                  limiters: Callable[[str], Limiter] | None = None) -> Gateway:
     """The one gateway of a run (or of a compile): concurrency, retry policy, dialect state and spending caps of
-    ``config`` (``cap``: caps that already count earlier spending; default: ``config``'s from zero)."""
+    ``config`` (``cap``: caps that already count earlier spending; default: ``config``'s from zero; ``limiters``:
+    the executor's shared limiters, default the gateway's own)."""
     return Gateway(lms, concurrency=config.concurrency, policy=retry_policy(config.model), structured=structured,
-                   on_call=on_call, cap=cap or spending_cap(config))
+                   on_call=on_call, cap=cap or spending_cap(config), limiters=limiters)
 
 
 @dataclass
@@ -67,6 +71,8 @@ class RunSession:
     store: RunStore
     gateway: Gateway
     structured: StructuredOutputs
+    executor: Executor
+    """Where leaf calls run (``config.executor``): this process, or Ray workers."""
     started: float = field(default_factory=time.time)
     prior_seconds: float = 0.0
     """Wall time of the run's earlier sessions (a resumed run)."""
@@ -87,17 +93,19 @@ class RunSession:
         """
         lms = lms or make_role_lms(config.model)  # a bad model string fails before the run directory exists
         structured = StructuredOutputs.from_config(config.model)  # this run's dialect per model
-        with disk_full_as_error(Path(out)):  # a full disk, at any write of the session, is one line naming the fix
-            async with cls._opened(RunStore.open(Path(out), identity), config, kind=kind, lms=lms,
-                                   structured=structured, on_call=on_call) as session:
-                yield session
+        async with open_executor(config) as executor:  # a cluster that cannot be reached fails before the directory
+            with disk_full_as_error(Path(out)):  # a full disk, at any write of the session, is one line naming the fix
+                async with cls._opened(RunStore.open(Path(out), identity), config, kind=kind, lms=lms,
+                                       structured=structured, on_call=on_call, executor=executor) as session:
+                    yield session
 
     @classmethod
     @asynccontextmanager
     async def _opened(cls, store: RunStore, config: RunConfig, *, kind: RunKind, lms: dict[Role, dspy.LM],
-                      structured: StructuredOutputs,
-                      on_call: Callable[[CallRecord], None] | None) -> AsyncIterator[RunSession]:
+                      structured: StructuredOutputs, on_call: Callable[[CallRecord], None] | None,
+                      executor: Executor) -> AsyncIterator[RunSession]:
         """The session on an open ``store`` (closed, and its lock released, when the block ends)."""
+        gateway: Gateway | None = None
         try:
             def record(rec: CallRecord) -> None:
                 store.record_call(rec)
@@ -106,16 +114,22 @@ class RunSession:
 
             cap = spending_cap(config, priced_ledger(store) if config.budget.max_calls or config.budget.max_cost_usd
                                else None)
-            gateway = build_gateway(config, lms, structured, record, cap)
+            gateway = build_gateway(config, lms, structured, record, cap, executor.limiters())
             reused = _reused(store)
             sessions = int(store.get_meta("sessions") or (reused is not None)) + 1  # a store from before counting
             store.set_meta("sessions", sessions)
             with lm_context(structured):
                 yield cls(kind=kind, config=config, store=store, gateway=gateway, structured=structured,
-                          prior_seconds=float(store.get_meta("elapsed_seconds") or 0.0), sessions=sessions,
-                          reused=reused)
+                          executor=executor, prior_seconds=float(store.get_meta("elapsed_seconds") or 0.0),
+                          sessions=sessions, reused=reused)
         finally:
+            if gateway is not None:
+                await gateway.aclose()
             store.close()
+
+    def leaf_caller(self, source: SampleSource, task: Task, stage: str = "leaf") -> LeafCaller:
+        """A caller making ``source``'s leaf calls on this run's executor, booked on its gateway."""
+        return self.executor.leaf_caller(source, self.gateway, task, stage)
 
     def elapsed(self) -> Timings:
         """This session's wall time and the run's total over every session (persisted in the store)."""

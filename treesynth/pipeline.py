@@ -168,8 +168,8 @@ class TreeSynth:
         planner = LeafPlanner(total=cfg.synthesis.samples, max_depth=cfg.tree.depth,         # leaf allocation
                               level_weight=max(float(cfg.tree.width), infinite_weight))
         builder = TreeBuilder(self.program.tree_modules(), gateway, store, task, cfg.tree, cfg.seed)
-        filler = LeafFiller(SynthesisSource(self.program.leaf, task), gateway, store, planner, task, cfg,
-                            on_progress=lambda: self._count_samples(planner, progress))
+        filler = LeafFiller(session.leaf_caller(SynthesisSource(self.program.leaf, task), task), store, planner,
+                            task, cfg, on_progress=lambda: self._count_samples(planner, progress))
         return _Run(task, session, planner, builder, filler, progress, infinite_weight)
 
     async def _grow_and_fill(self, run: _Run, *, fill: bool) -> str | None:

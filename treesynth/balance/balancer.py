@@ -26,7 +26,6 @@ from treesynth.errors import ConfigError, first_validation_error
 from treesynth.kernel import RunSession
 from treesynth.models import Node, PathSpec, PathStep, Task, Tree, normalize, stable_hash, stable_seed
 from treesynth.program import TreeSynthProgram
-from treesynth.providers import Gateway
 from treesynth.store import RunStore
 from treesynth.synthesis.allocate import LeafPlanner
 from treesynth.synthesis.filler import Leaf, LeafFiller, SynthesisSource
@@ -131,7 +130,7 @@ class Balancer:
             await _route_given(root, (), on_expanded)
         quotas = target.quotas(list(leaf_paths(root)))
         status = self._keep(root, placement, quotas, dataset, store, router)
-        await self._top_up(task, root, quotas, gateway, store)
+        await self._top_up(task, root, quotas, session)
         return export_balance(session, BalanceOutcome(given_input.task, given_input.dataset, root, placement.members,
                                                       placement.steps, placement.unrouted, quotas, status))
 
@@ -173,7 +172,8 @@ class Balancer:
         status.update(dict.fromkeys(placement.unrouted, "unrouted"))
         return status
 
-    async def _top_up(self, task: Task, root: Node, quotas: dict[str, int], gateway: Gateway, store: RunStore) -> None:
+    async def _top_up(self, task: Task, root: Node, quotas: dict[str, int], session: RunSession) -> None:
+        store = session.store
         total = sum(quotas.values())
         planner = LeafPlanner(total=total, level_weight=1.0, max_depth=0, redistribute=False)
         paths = leaf_paths(root)
@@ -181,8 +181,8 @@ class Balancer:
             await planner.resolve(leaf_id, float(quotas.get(leaf_id, 0)), have=store.leaf_sample_count(leaf_id),
                                   exhausted_at=store.exhausted_at(leaf_id))
         await planner.finish_tree()
-        filler = LeafFiller(SynthesisSource(self.program.leaf, task), gateway, store, planner, task, self.config,
-                            on_progress=lambda: None)
+        filler = LeafFiller(session.leaf_caller(SynthesisSource(self.program.leaf, task), task), store, planner, task,
+                            self.config, on_progress=lambda: None)
         await gather_or_cancel(filler.fill(Leaf(leaf_id, path)) for leaf_id, path in paths.items())
 
 

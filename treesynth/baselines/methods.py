@@ -136,7 +136,7 @@ class Baseline:
             gateway, store = session.gateway, session.store
             root = await self._tree(task, gateway, store)
             quotas = allocate({leaf.id: 1.0 for leaf in root.leaves()}, cfg.synthesis.samples)
-            await self._fill(task, root, quotas, gateway, store)
+            await self._fill(task, root, quotas, session)
             return export_run(session, root, task, quotas, None, method=self.method)
 
     async def _tree(self, task: Task, gateway: Gateway, store: RunStore) -> Node:
@@ -177,25 +177,25 @@ class Baseline:
             raise ConfigError("no personas could be generated; pass a persona file or another --model")
         return personas[:wanted]
 
-    async def _fill(self, task: Task, root: Node, quotas: dict[str, int], gateway: Gateway, store: RunStore) -> None:
+    async def _fill(self, task: Task, root: Node, quotas: dict[str, int], session: RunSession) -> None:
         plain = SynthesisSource(self.synthesizer, task)
         total = self.config.synthesis.samples
         if self.method == "evol":  # the seed pool first, then evolutions of it
-            await self._fill_to(min(total, SEED_POOL), plain, root, task, gateway, store)
-            await self._fill_to(total, _EvolSource(self.evolver, plain, store, task), root, task, gateway, store)
+            await self._fill_to(min(total, SEED_POOL), plain, root, task, session)
+            await self._fill_to(total, _EvolSource(self.evolver, plain, session.store, task), root, task, session)
         else:
-            await self._fill_to(total, plain, root, task, gateway, store)
+            await self._fill_to(total, plain, root, task, session)
 
-    async def _fill_to(self, total: int, source: Any, root: Node, task: Task, gateway: Gateway,
-                       store: RunStore) -> None:
+    async def _fill_to(self, total: int, source: Any, root: Node, task: Task, session: RunSession) -> None:
+        store = session.store
         planner = LeafPlanner(total=total, level_weight=1.0, max_depth=0)
         paths = leaf_paths(root)
         for leaf_id in paths:
             await planner.resolve(leaf_id, 1.0, have=store.leaf_sample_count(leaf_id),
                                   exhausted_at=store.exhausted_at(leaf_id))
         await planner.finish_tree()
-        filler = LeafFiller(source, gateway, store, planner, task, self.config, on_progress=lambda: None,
-                            stage=self.method)
+        filler = LeafFiller(session.leaf_caller(source, task, self.method), store, planner, task, self.config,
+                            on_progress=lambda: None)
         await gather_or_cancel(filler.fill(Leaf(leaf_id, path)) for leaf_id, path in paths.items())
 
 

@@ -53,7 +53,7 @@ class OptimizerOptions:
                               seed=seed, embedder=self.embedder)
 
 
-@cli_command(omit=("near_dup",))  # compiling synthesizes no dataset
+@cli_command(omit=("near_dup", "executor", "ray_address", "workers"))  # compiling synthesizes no dataset
 def compile_command(
     tasks: Annotated[list[str], typer.Argument(help="Tasks (sentences or YAML task files) to grow example trees on.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Where to write the compiled program (JSON).")],

@@ -26,7 +26,8 @@ TREE_SHAPE = ("depth", "width", "pivots", "samples_per_call")
 _KEYS = {"model": "model.model", "api_base": "model.api_base", "structured_output": "model.structured_output",
          "depth": "tree.depth", "width": "tree.width", "pivots": "tree.pivots", "samples": "synthesis.samples",
          "samples_per_call": "synthesis.samples_per_call", "concurrency": "concurrency", "seed": "seed",
-         "max_calls": "budget.max_calls", "max_cost": "budget.max_cost_usd"}
+         "max_calls": "budget.max_calls", "max_cost": "budget.max_cost_usd", "executor": "executor.kind",
+         "ray_address": "executor.address", "workers": "executor.workers"}
 """Option name -> dotted :class:`RunConfig` key: the one home of the flag-to-config mapping."""
 
 
@@ -100,6 +101,16 @@ class RunOptions:
              r"\[default: 0.8]")] = None
     max_calls: MaxCalls = None
     max_cost: MaxCost = None
+    executor: Annotated[str | None, typer.Option(
+        "--executor", metavar="local|ray",
+        help="Where leaf calls run: local (this process) or ray (Ray workers, needs treesynth\\[ray]); a run "
+             r"started under one resumes under the other. \[default: local]")] = None
+    ray_address: Annotated[str | None, typer.Option(
+        "--ray-address", metavar="auto|ray://HOST:PORT",
+        help="The Ray cluster to use (implies --executor ray): auto (the cluster started with `ray start` on "
+             r"this machine) or ray://HOST:PORT. \[default: a local Ray instance]")] = None
+    workers: Annotated[int | None, typer.Option(
+        "--workers", help=r"Ray workers (with --executor ray). \[default: one per CPU of the cluster]")] = None
     config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML config (or a run.json). "
                                                 r"\[default: none: the defaults above]")] = None
 
@@ -122,11 +133,23 @@ class RunOptions:
         overrides: dict[str, Any] = {key: getattr(self, name) for name, key in _KEYS.items()}
         overrides["model.model"] = model
         overrides["synthesis.near_dup"] = near_dup_threshold(self.near_dup)
+        overrides["executor.kind"] = executor_kind(self.executor, self.ray_address, self.workers)
         for role, value in _pairs(self.role_models, "--role-model").items():  # roles checked in _pairs
             overrides[f"model.roles.{role}.model"] = value
         for role, temperature in _pairs(self.role_temperatures, "--role-temperature").items():
             overrides[f"model.roles.{role}.temperature"] = temperature
         return base.with_overrides(overrides)
+
+
+def executor_kind(kind: str | None, address: str | None, workers: int | None) -> str | None:
+    """``--executor``'s value: ``ray`` when ``--ray-address`` or ``--workers`` is given without it; a usage error
+    when it names anything else, or ``local`` beside Ray options."""
+    if kind is not None and kind not in ("local", "ray"):
+        raise ConfigError(f"--executor expects local or ray, got {kind!r}")
+    if kind == "local" and (address is not None or workers is not None):
+        flag = "--ray-address" if address is not None else "--workers"
+        raise ConfigError(f"{flag} needs --executor ray (it was given with --executor local); drop one of them")
+    return "ray" if kind is None and (address is not None or workers is not None) else kind
 
 
 def near_dup_threshold(value: str | None) -> float | None:

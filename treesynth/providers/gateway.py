@@ -32,10 +32,10 @@ from dspy.utils.exceptions import (
     is_retryable_lm_error,
 )
 
-from treesynth.config import Role, is_local_model
+from treesynth.config import ModelConfig, Role, is_local_model
 from treesynth.errors import BudgetExceededError, ProviderError
 from treesynth.providers.budget import SpendingCap
-from treesynth.providers.limiter import AdaptiveLimiter
+from treesynth.providers.limiter import AdaptiveLimiter, Limiter
 from treesynth.providers.structured import DIALECTS, Dialect, StructuredOutputs, refuses_response_format
 from treesynth.redact import redact
 
@@ -84,6 +84,12 @@ class RetryPolicy:
     parse_limit: int = 6
     rate_limit_wait: float = 600.0
 
+    @classmethod
+    def for_model(cls, model: ModelConfig) -> RetryPolicy:
+        """The policy of a model configuration (its attempts, timeout, breaker threshold and rate-limit wait)."""
+        return cls(attempts=model.attempts, timeout=model.timeout, failure_limit=model.failure_limit,
+                   rate_limit_wait=model.rate_limit_wait)
+
 
 CallFn = Callable[[dspy.LM, dict[str, Any]], Awaitable[T]]
 
@@ -114,18 +120,26 @@ class Gateway:
         policy: Attempts, timeout, circuit-breaker threshold.
         structured: The run's structured-output state (the adapter's too); ``None``: no format fallback.
         cap: The run's spending caps (checked before every call starts); ``None``: no cap.
+        limiters: Makes the concurrency limiter of a provider model (:func:`model_key`); default: one
+            :class:`AdaptiveLimiter` of ``concurrency`` for every call of this process (the ray executor makes a
+            :class:`~treesynth.providers.limits.SharedLimiter` per model, shared with its workers).
     """
 
     def __init__(self, lms: dict[Role, dspy.LM], *, concurrency: int, on_call: Callable[[CallRecord], None],
                  policy: RetryPolicy | None = None, structured: StructuredOutputs | None = None,
-                 cap: SpendingCap | None = None) -> None:
+                 cap: SpendingCap | None = None, limiters: Callable[[str], Limiter] | None = None) -> None:
         """Create a gateway; see the class docstring."""
         self.lms = lms
         self.cap = cap or SpendingCap()
         self.structured = structured
         self._parse_failures: dict[str, int] = {}
         self._parsed: set[str] = set()
-        self.limiter = AdaptiveLimiter(concurrency)
+        self.limiter: Limiter = AdaptiveLimiter(concurrency)
+        """The limiter of calls to the first role's model (of every call without ``limiters``)."""
+        self._limiters: dict[str, Limiter] = {}
+        if limiters is not None:
+            self._limiters = {key: limiters(key) for key in dict.fromkeys(model_key(lm) for lm in lms.values())}
+            self.limiter = next(iter(self._limiters.values()))
         self.policy = policy or RetryPolicy()
         self._on_call = on_call
         self._consecutive_failures = 0
@@ -191,16 +205,28 @@ class Gateway:
             if not attempt.retryable:
                 break
             delay = self._delay(attempt, waits, jitter)
+            limiter = self.limiter_for(lm)
+            if attempt.rate_limited and attempt.retry_after:
+                limiter.hold(delay)  # a shared limiter holds every process's new attempts too
             if attempt.rate_limited and 0 < delay <= rate_wait:
                 rate_wait -= delay  # waited out on the rate-limit allowance, not on the attempts
             else:
                 used += 1
-                if used >= self.policy.attempts:
+                if used >= self.policy.attempts or not limiter.may_retry():
                     break
             retries += 1
             waits += 1
             await asyncio.sleep(delay)  # the slot is free while we sleep
         return attempt, retries, None
+
+    async def admit(self) -> None:
+        """Reserve one call made elsewhere (a ray worker) under the spending caps; :meth:`book` it when back."""
+        await self._admit()
+
+    def book(self, record: CallRecord) -> None:
+        """Book a call made elsewhere (its worker's record): charge the caps and hand it to the ledger."""
+        self.cap.charge(record.model, record.prompt_tokens, record.completion_tokens)
+        self._on_call(record)
 
     async def _admit(self) -> None:
         """Reserve one call under the spending caps. At a cap no call starts, and the stop is raised once the
@@ -225,8 +251,20 @@ class Gateway:
         self._on_call(CallRecord(stage, model, node_id, attempt.error is None, attempt.error, prompt, completion,
                                  seconds, retries, cached))
 
+    def limiter_for(self, lm: dspy.LM) -> Limiter:
+        """The limiter of ``lm``'s provider model."""
+        return self._limiters.get(model_key(lm), self.limiter)
+
+    async def aclose(self) -> None:
+        """Stop the limiters' reporting (shared limiters); the gateway takes no call afterwards."""
+        for limiter in self._limiters.values():
+            closing = getattr(limiter, "aclose", None)
+            if closing is not None:
+                await closing()
+
     async def _attempt(self, lm: dspy.LM, config: dict[str, Any], fn: CallFn[Any]) -> _Attempt:
-        await self.limiter.acquire()
+        limiter = self.limiter_for(lm)
+        await limiter.acquire()
         outcome = _Attempt(dialect=self.structured.dialect(lm) if self.structured is not None else None)
         try:
             async with self._engine_turn(lm):  # queueing for an in-process engine is not the model's time
@@ -249,7 +287,7 @@ class Gateway:
             outcome.rate_limited = isinstance(exc, LMRateLimitError) or getattr(exc, "status", None) == 429
             outcome.overloaded = outcome.rate_limited or getattr(exc, "status", None) in (503, 529)
         finally:
-            await self.limiter.release(overloaded=outcome.overloaded)
+            await limiter.release(overloaded=outcome.overloaded, failed=_counted(outcome))
         return outcome
 
     def _falls_back(self, lm: dspy.LM, attempt: _Attempt) -> bool:
@@ -315,6 +353,19 @@ class Gateway:
                 f"{_refusal_fix(attempt) or 'check the model name, API key and --api-base, then '}"
                 "re-run the same command to resume"
             )
+
+
+def model_key(lm: dspy.LM) -> str:
+    """The provider model an LM calls: its model string, and the server when one is set (``model@api_base``)."""
+    base = lm.kwargs.get("api_base")
+    return f"{lm.model}@{base}" if base else str(lm.model)
+
+
+def _counted(attempt: _Attempt) -> bool:
+    """Whether the circuit breaker counts ``attempt`` as a failure (rate limits and parse failures are not)."""
+    if attempt.error is None or attempt.error == "parse":
+        return False
+    return not attempt.overloaded or attempt.error == "timeout"
 
 
 def _broke_mid_exchange(exc: BaseException) -> bool:

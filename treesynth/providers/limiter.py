@@ -1,8 +1,43 @@
-"""Adaptive concurrency: additive increase on success, multiplicative decrease on overload (AIMD)."""
+"""Adaptive concurrency: additive increase on success, multiplicative decrease on overload (AIMD).
+
+:class:`Limiter` is what the :class:`~treesynth.providers.gateway.Gateway` needs of one;
+:class:`AdaptiveLimiter` is the in-process one, and :class:`~treesynth.providers.limits.SharedLimiter` the one
+whose limit, ``Retry-After`` pause, retry budget and circuit breaker are shared by every process of a run.
+"""
 
 from __future__ import annotations
 
 import asyncio
+from typing import Protocol
+
+
+class Limiter(Protocol):
+    """Bounds the calls in flight and hears how each attempt went."""
+
+    maximum: int
+    """The ceiling of the limit."""
+    limit: float
+    """The current limit."""
+    in_flight: int
+    """Attempts holding a slot now."""
+    peak: int
+    """Most attempts ever in flight at once."""
+
+    async def acquire(self) -> None:
+        """Wait for a free slot (may raise :class:`~treesynth.errors.ProviderError` once the run must stop)."""
+        ...
+
+    async def release(self, *, overloaded: bool = False, failed: bool = False) -> None:
+        """Free a slot; ``overloaded``: a 429/503/timeout; ``failed``: a failure the circuit breaker counts."""
+        ...
+
+    def hold(self, seconds: float) -> None:
+        """A provider asked (``Retry-After``) that no attempt start for ``seconds``."""
+        ...
+
+    def may_retry(self) -> bool:
+        """Whether the retry budget allows one more retry of a failed (not rate-limited) attempt."""
+        ...
 
 
 class AdaptiveLimiter:
@@ -38,8 +73,8 @@ class AdaptiveLimiter:
             self.in_flight += 1
             self.peak = max(self.peak, self.in_flight)
 
-    async def release(self, *, overloaded: bool = False) -> None:
-        """Free a slot and adapt the limit to how the call went."""
+    async def release(self, *, overloaded: bool = False, failed: bool = False) -> None:
+        """Free a slot and adapt the limit to how the call went (``failed`` is for shared limiters)."""
         async with self._changed:
             self.in_flight -= 1
             if overloaded:
@@ -48,3 +83,10 @@ class AdaptiveLimiter:
                 self.limit = min(float(self.maximum), self.limit + 1 / self.limit)
             if (free := self._free()) > 0:
                 self._changed.notify(free)
+
+    def hold(self, seconds: float) -> None:
+        """In one process each call waits out its own ``Retry-After`` (the gateway sleeps); nothing to share."""
+
+    def may_retry(self) -> bool:
+        """In one process the retries are bounded per call (``RetryPolicy.attempts``): always ``True``."""
+        return True

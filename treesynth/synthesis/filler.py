@@ -6,40 +6,15 @@ import asyncio
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
 
 from treesynth.config import RunConfig, SynthesisConfig
-from treesynth.gate import SampleGate
-from treesynth.models import LeafWork, PathSpec, Task, fields_text, normalize, stable_hash, stable_seed
+from treesynth.models import LeafWork, PathSpec, Task, stable_seed
 from treesynth.neardup import NearDupIndex, NearDupScreen
-from treesynth.providers.gateway import Gateway
-from treesynth.store import Candidate, RunStore
+from treesynth.store import RunStore
 from treesynth.synthesis.allocate import LeafPlanner, call_budget
-from treesynth.synthesis.leaf import LeafSynthesizer
+from treesynth.synthesis.caller import LeafCall, LeafCaller, SampleSource, SourceCaller, SynthesisSource, content
 
-
-class SampleSource(Protocol):
-    """Makes one call's worth of samples for a work item (the leaf synthesizer, or a baseline method)."""
-
-    async def __call__(self, work: LeafWork, subspace: list[str], avoid: list[str], lm: Any,
-                       config: dict[str, Any]) -> Any:
-        """Return a prediction whose ``samples`` is a list of strings (or field dicts)."""
-        ...
-
-
-@dataclass(frozen=True)
-class SynthesisSource:
-    """The default source: TreeSynth leaf synthesis conditioned on the leaf's path."""
-
-    module: LeafSynthesizer
-    task: Task
-
-    async def __call__(self, work: LeafWork, subspace: list[str], avoid: list[str], lm: Any,
-                       config: dict[str, Any]) -> Any:
-        """One call of the leaf synthesizer."""
-        return await self.module.acall(task=self.task.description, subspace=subspace, avoid=avoid,
-                                       count=work.count, fields=tuple(self.task.fields.items()), lm=lm,
-                                       config=config)
+__all__ = ["Leaf", "LeafFiller", "SampleSource", "SourceCaller", "SynthesisSource"]
 
 
 @dataclass(frozen=True)
@@ -63,21 +38,18 @@ class LeafFiller:
     or a balance run's kept originals, are in it).
     """
 
-    def __init__(self, source: SampleSource, gateway: Gateway, store: RunStore, planner: LeafPlanner,
-                 task: Task, config: RunConfig, on_progress: Callable[[], None], stage: str = "leaf") -> None:
-        """Wire a filler; see the class docstring. It uses ``config``'s synthesis settings and seed; ``stage``
-        names its calls in the ledger."""
-        self.source = source
-        self.stage = stage
-        self.gateway = gateway
+    def __init__(self, caller: LeafCaller, store: RunStore, planner: LeafPlanner, task: Task, config: RunConfig,
+                 on_progress: Callable[[], None]) -> None:
+        """Wire a filler; see the class docstring. It uses ``config``'s synthesis settings and seed; ``caller``
+        makes the calls (in this process, or on the run's executor) and names them in the ledger."""
+        self.caller = caller
+        self.stage = caller.stage
         self.store = store
         self.planner = planner
         self.task = task
         self.config: SynthesisConfig = config.synthesis
         self.seed = config.seed
         self._on_progress = on_progress
-        self._fields = tuple(task.fields.items())
-        self.gate = SampleGate(task=task.description, fields=tuple(task.fields))
         self._screen: NearDupScreen | None = None
 
     def screen(self) -> NearDupScreen | None:
@@ -128,7 +100,7 @@ class LeafFiller:
                     await self.planner.exhaust(leaf.leaf_id, have)
                     return
                 recent = self.store.recent_samples(leaf.leaf_id, self.config.avoid_examples, below=calls_made)
-                avoid = [self._content(s) for s in recent]
+                avoid = tuple(content(s) for s in recent)
                 for _ in range(min(math.ceil((target - have) / self.config.samples_per_call), budget - calls_made)):
                     if calls_made not in done:
                         call = asyncio.ensure_future(self._call(leaf, calls_made, avoid))
@@ -145,44 +117,9 @@ class LeafFiller:
                         count=self.config.samples_per_call,
                         seed=stable_seed(self.seed, leaf.leaf_id, call_index))
 
-    async def _call(self, leaf: Leaf, call_index: int, avoid: list[str]) -> None:
-        work = self.work_item(leaf, call_index)
-        path = work.concrete_path()
-        subspace = [f"{step.criterion}: {step.value}" for step in path]
-
-        async def run(lm: Any, config: dict[str, Any]) -> Any:
-            return await self.source(work, subspace, avoid, lm, config)
-
-        pred = await self.gateway.call("leaf", stage=self.stage, node_id=leaf.leaf_id, seed=work.seed, fn=run)
-        candidates = None
-        if pred is not None:
-            path_json = [step.model_dump() for step in path]
-            made = (self._candidate(work, i, item, path_json) for i, item in enumerate(pred.samples))
-            candidates = [self._judge(norm, sample, subspace) for norm, sample in made]
-        self.store.save_leaf_call(leaf.leaf_id, call_index, candidates)
-
-    def _judge(self, norm: str, sample: dict[str, Any], subspace: list[str]) -> Candidate:
-        """The candidate with the gate's verdict; a rejected one also records the stage that made it."""
-        reason = self.gate.check(sample["fields"] if "fields" in sample else sample["text"], subspace)
-        if reason is None and not norm:  # nothing left after normalization (the gate rejects that anyway)
-            reason = "is empty"
-        return norm, sample if reason is None else {**sample, "stage": self.stage}, reason
-
-    def _candidate(self, work: LeafWork, position: int, item: Any, path: list[dict[str, str]]
-                   ) -> tuple[str, dict[str, Any]]:
-        sample: dict[str, Any] = {"id": stable_hash(work.leaf_id, work.call_index, position, length=16),
-                                  "leaf_id": work.leaf_id, "path": path}
-        if self._fields:
-            sample["fields"] = {name: str(item.get(name, "")).strip() for name, _ in self._fields}
-        else:
-            sample["text"] = str(item).strip()
-        return normalize(self._content(sample) if "text" in sample else " ".join(sample["fields"].values())), sample
-
-    @staticmethod
-    def _content(sample: dict[str, Any]) -> str:
-        if "text" in sample:
-            return str(sample["text"])
-        return fields_text(sample["fields"])
+    async def _call(self, leaf: Leaf, call_index: int, avoid: tuple[str, ...]) -> None:
+        candidates = await self.caller(LeafCall(self.work_item(leaf, call_index), avoid))
+        self.store.save_leaf_call(leaf.leaf_id, call_index, candidates)  # keyed: a second save of a key is ignored
 
 
 def _retrieve(task: asyncio.Future[None]) -> None:

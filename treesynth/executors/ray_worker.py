@@ -1,0 +1,119 @@
+"""What runs inside one Ray worker: a :class:`LeafWorker` actor builds its own LMs, gateway and DSPy program
+from plain data (the run's config, a :class:`SourceSpec`) -- never a pickled LM, cache or lock -- and makes the
+leaf calls it is sent, streaming each :class:`Outcome` back as soon as it is ready.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import os
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from treesynth.config import RunConfig
+from treesynth.errors import ProviderError
+from treesynth.models import Task
+from treesynth.providers import CallRecord, Gateway, RetryPolicy, StructuredOutputs, make_role_lms
+from treesynth.providers.context import lm_context
+from treesynth.providers.limits import Lease, Report, SharedLimiter
+from treesynth.store import Candidate
+from treesynth.synthesis.caller import LeafCall, SourceCaller, SynthesisSource
+from treesynth.synthesis.leaf import LeafSynthesizer
+
+_BOOKED: contextvars.ContextVar[list[CallRecord]] = contextvars.ContextVar("treesynth_worker_booked")
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """A leaf source as plain data: the task, the leaf module's (compiled) state and the ledger stage."""
+
+    key: str
+    """Names the spec (a worker builds each spec's caller once)."""
+    task: dict[str, Any]
+    leaf_state: dict[str, Any]
+    stage: str
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One leaf call's result: the call's ledger record, its candidates (``None``: failed or did not parse) and
+    the message of a provider error that must stop the run."""
+
+    record: CallRecord | None
+    candidates: list[Candidate] | None = None
+    stop: str | None = None
+
+
+class LeafWorker:
+    """A Ray actor's state (wrapped with ``ray.remote`` by the driver): see the module docstring.
+
+    Args:
+        config: The run's configuration (``RunConfig.model_dump(mode="json")``).
+        board: The name of the run's limits board (a named actor in ``namespace``).
+        namespace: The Ray namespace of the board.
+        name: This worker's name on the board.
+    """
+
+    def __init__(self, config: dict[str, Any], board: str, namespace: str, name: str) -> None:
+        """Build the LMs and the gateway in this process (plain arguments: a restart rebuilds it from them)."""
+        import ray
+
+        handle = ray.get_actor(board, namespace=namespace)
+        run = RunConfig.model_validate(config)
+        self._structured = StructuredOutputs.from_config(run.model)
+        self._callers: dict[str, SourceCaller] = {}
+
+        async def sync(report: Report) -> Lease:
+            lease: Lease = await handle.sync.remote(report)
+            return lease
+
+        def shared(key: str) -> SharedLimiter:
+            return SharedLimiter(sync, participant=name, key=key, maximum=run.concurrency)
+
+        self._gateway = Gateway(make_role_lms(run.model), concurrency=run.concurrency,
+                                policy=RetryPolicy.for_model(run.model), structured=self._structured,
+                                on_call=_book, limiters=shared)
+
+    def pid(self) -> int:
+        """This worker's process id (tests kill it)."""
+        return os.getpid()
+
+    async def run(self, spec: SourceSpec, calls: list[LeafCall]) -> AsyncIterator[tuple[int, Outcome]]:
+        """Make ``calls`` concurrently; yield ``(index in calls, outcome)`` as each finishes."""
+        caller = self._caller(spec)
+        pending = [asyncio.ensure_future(self._one(caller, index, call)) for index, call in enumerate(calls)]
+        try:
+            for finished in asyncio.as_completed(pending):
+                yield await finished
+        finally:
+            for task in pending:
+                task.cancel()
+
+    async def _one(self, caller: SourceCaller, index: int, call: LeafCall) -> tuple[int, Outcome]:
+        booked: list[CallRecord] = []
+        token = _BOOKED.set(booked)
+        try:
+            with lm_context(self._structured):
+                candidates = await caller(call)
+            return index, Outcome(record=booked[-1] if booked else None, candidates=candidates)
+        except ProviderError as stop:
+            return index, Outcome(record=booked[-1] if booked else None, stop=str(stop))
+        finally:
+            _BOOKED.reset(token)
+
+    def _caller(self, spec: SourceSpec) -> SourceCaller:
+        if spec.key not in self._callers:
+            task = Task.model_validate(spec.task)
+            module = LeafSynthesizer()
+            module.load_state(spec.leaf_state)
+            self._callers[spec.key] = SourceCaller(SynthesisSource(module, task), self._gateway, task, spec.stage)
+        return self._callers[spec.key]
+
+
+def _book(record: CallRecord) -> None:
+    """The worker gateway's ledger: the record goes back to the driver with the call's outcome."""
+    booked = _BOOKED.get(None)
+    if booked is not None:
+        booked.append(record)
