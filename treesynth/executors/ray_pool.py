@@ -1,8 +1,8 @@
 """The ray executor's driver side: the cluster connection, the limits board actor, the worker pool and the
 caller that sends leaf calls to it.
 
-Work items go out in batches (every call issued in the same event-loop turn, per source) to the worker with
-the fewest calls outstanding, and come back one by one as they finish (a streaming actor method). A worker
+Work items go out in batches (the calls issued in the same event-loop turn, per source, split evenly over
+the workers) to the workers with the fewest calls outstanding, and come back one by one as they finish (a streaming actor method). A worker
 that dies (its process killed, its node lost) is restarted by Ray; the calls it had not answered are sent
 again -- to whichever worker is least loaded -- so at-least-once execution gives exactly-once results: only
 the driver writes the store, once per ``(leaf_id, call_index)``.
@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from treesynth.config import RunConfig
+from treesynth.config import ROLES, RunConfig
 from treesynth.errors import ConfigError, ProviderError
 from treesynth.executors.ray_worker import LeafWorker, Outcome, SourceSpec
 from treesynth.models import Task, stable_hash
@@ -40,26 +40,24 @@ RAY_EXTRA_HINT = "install the ray extra: pip install 'treesynth[ray]'"
 
 def worker_env(config: RunConfig, environ: dict[str, str] | None = None) -> dict[str, str]:
     """The environment the workers get through Ray's ``runtime_env`` (in memory, never written by treesynth):
-    the provider keys litellm says the run's models need, :data:`FORWARDED_ENV` and ``executor.env``."""
+    every variable of the run's providers (``OPENAI_*`` for ``openai/...``, ``ANTHROPIC_*``...), ``AWS_*`` for
+    Bedrock and SageMaker, :data:`FORWARDED_ENV` and the names in ``executor.env``."""
     environ = dict(os.environ) if environ is None else environ
+    models = {config.model.model_for(role) for role in ROLES} | {config.model.model}
+    prefixes = {_provider_prefix(str(model)) for model in models if model} - {""}
     names = set(FORWARDED_ENV) | set(config.executor.env)
-    for model in {config.model.model_for(role) for role in config.model.roles} | {config.model.model}:
-        names |= set(_needed_keys(str(model))) if model else set()
+    names |= {name for name in environ if any(name.startswith(prefix) for prefix in prefixes)}
     return {name: environ[name] for name in sorted(names) if name in environ}
 
 
-def _needed_keys(model: str) -> list[str]:
-    """The environment variables litellm expects for ``model`` (none for in-process models)."""
-    if "/" not in model or model.startswith(("local/", "test/")):
-        return []
-    import litellm
-
-    try:
-        found = litellm.validate_environment(model)
-    except Exception:  # litellm cannot tell for this provider
-        return []
-    return [str(key) for key in [*found.get("missing_keys", []), *found.get("keys_in_environment", [])]
-            if isinstance(key, str)] if isinstance(found, dict) else []
+def _provider_prefix(model: str) -> str:
+    """The environment prefix of ``model``'s provider (``""`` for in-process models)."""
+    provider, _, name = model.partition("/")
+    if not name or provider in ("local", "test"):
+        return ""
+    if provider in ("bedrock", "sagemaker"):
+        return "AWS_"
+    return provider.upper().replace("-", "_") + "_"
 
 
 @dataclass
@@ -76,7 +74,10 @@ class WorkerPool:
 
     actors: list[Any]
     load: list[int] = field(default_factory=list)
+    resent: int = 0
+    """Calls sent again because their worker died."""
     _pending: list[_Item] = field(default_factory=list)
+    _turn: int = 0
     _streams: set[asyncio.Task[None]] = field(default_factory=set)
 
     def __post_init__(self) -> None:
@@ -99,14 +100,21 @@ class WorkerPool:
         by_spec: dict[str, list[_Item]] = {}
         for item in pending:
             by_spec.setdefault(item.spec.key, []).append(item)
-        for items in by_spec.values():
-            for start in range(0, len(items), MAX_BATCH):
-                batch = items[start:start + MAX_BATCH]
-                worker = min(range(len(self.actors)), key=self.load.__getitem__)
+        for items in by_spec.values():  # spread over the workers: one batch each, at most MAX_BATCH calls
+            size = min(MAX_BATCH, -(-len(items) // len(self.actors)))
+            for start in range(0, len(items), size):
+                batch = items[start:start + size]
+                worker = self._least_loaded()
                 self.load[worker] += len(batch)
                 stream = asyncio.get_running_loop().create_task(self._stream(worker, batch))
                 self._streams.add(stream)
                 stream.add_done_callback(self._streams.discard)
+
+    def _least_loaded(self) -> int:
+        """The worker with the fewest calls outstanding; ties go round-robin (so idle workers take turns)."""
+        count = len(self.actors)
+        self._turn = (self._turn + 1) % count
+        return min(((self._turn + step) % count for step in range(count)), key=self.load.__getitem__)
 
     async def _stream(self, worker: int, batch: list[_Item]) -> None:
         from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
@@ -133,6 +141,7 @@ class WorkerPool:
                         f"died {item.lost} times ({type(lost).__name__}); check the workers' logs (ray logs), then "
                         "re-run the same command to resume"))
                 else:
+                    self.resent += 1
                     self._submit(item)
         except Exception as error:  # a bug in a worker: every call of the batch fails with it
             for index, item in enumerate(batch):
@@ -238,9 +247,10 @@ class RayExecutor:
         stats: dict[str, Any] = await self._board.stats.remote()
         return stats
 
-    async def worker_pids(self) -> list[int]:
-        """The workers' process ids."""
-        return [int(pid) for pid in await asyncio.gather(*(actor.pid.remote() for actor in self.pool.actors))]
+    async def worker_places(self) -> list[tuple[int, str]]:
+        """Each worker's process id and Ray node id."""
+        places = await asyncio.gather(*(actor.where.remote() for actor in self.pool.actors))
+        return [(int(pid), str(node)) for pid, node in places]
 
     async def aclose(self) -> None:
         """Stop the streams, the workers and the board; shut Ray down if this executor started it."""

@@ -76,9 +76,11 @@ class LeafWorker:
                                 policy=RetryPolicy.for_model(run.model), structured=self._structured,
                                 on_call=_book, limiters=shared)
 
-    def pid(self) -> int:
-        """This worker's process id (tests kill it)."""
-        return os.getpid()
+    def where(self) -> tuple[int, str]:
+        """This worker's process id and Ray node id."""
+        import ray
+
+        return os.getpid(), str(ray.get_runtime_context().get_node_id())
 
     async def run(self, spec: SourceSpec, calls: list[LeafCall]) -> AsyncIterator[tuple[int, Outcome]]:
         """Make ``calls`` concurrently; yield ``(index in calls, outcome)`` as each finishes."""
