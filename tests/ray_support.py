@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import sqlite3
 from collections.abc import Iterator
@@ -28,7 +29,7 @@ def config(kind: str, n: int = 60, **overrides: Any) -> RunConfig:
 @contextmanager
 def watched(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
     """Record the run's RayExecutor (``seen["executor"]``) and its limits board just before it closes
-    (``seen["stats"]``)."""
+    (``seen["stats"]``); the functions in ``seen["on_start"]`` (sync or async) get the executor once started."""
     seen: dict[str, Any] = {}
     start, close = RayExecutor.start, RayExecutor.aclose
 
@@ -36,7 +37,9 @@ def watched(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
         await start(self)
         seen["executor"] = self
         for hook in seen.get("on_start", []):
-            hook(self)
+            done = hook(self)
+            if inspect.isawaitable(done):
+                await done
 
     async def closing(self: RayExecutor) -> None:
         seen["stats"] = await self.board_stats()
