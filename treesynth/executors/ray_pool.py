@@ -124,11 +124,11 @@ class WorkerPool:
             generator = self.actors[worker].run.options(num_returns="streaming").remote(
                 batch[0].spec, [item.call for item in batch])
             async for ref in generator:
-                index, outcome = await ref
+                index, wire = await ref
                 answered.add(index)
                 self.load[worker] -= 1
                 if not batch[index].future.done():
-                    batch[index].future.set_result(outcome)
+                    batch[index].future.set_result(Outcome.from_wire(wire))
         except (ActorDiedError, ActorUnavailableError, RayActorError) as lost:  # its calls go to a live worker
             for index, item in enumerate(batch):
                 if index in answered or item.future.done():

@@ -16,6 +16,7 @@ from treesynth.config import RunConfig
 from treesynth.errors import ProviderError
 from treesynth.models import Task
 from treesynth.providers import CallRecord, Gateway, RetryPolicy, StructuredOutputs, make_role_lms
+from treesynth.providers.adapter import MemoJSONAdapter
 from treesynth.providers.context import lm_context
 from treesynth.providers.limits import Lease, Report, SharedLimiter
 from treesynth.store import Candidate
@@ -45,6 +46,22 @@ class Outcome:
     candidates: list[Candidate] | None = None
     stop: str | None = None
 
+    def wire(self) -> Wire:
+        """The outcome as plain tuples: unpickling a slotted dataclass costs a ``dataclasses.fields`` call per
+        object, which made deserialization the driver's largest cost."""
+        record = None if self.record is None else tuple(getattr(self.record, name) for name in CallRecord.__slots__)
+        return record, self.candidates, self.stop
+
+    @classmethod
+    def from_wire(cls, wire: Wire) -> Outcome:
+        """The outcome :meth:`wire` made."""
+        record, candidates, stop = wire
+        return cls(None if record is None else CallRecord(*record), candidates, stop)
+
+
+Wire = tuple[tuple[Any, ...] | None, list[Candidate] | None, str | None]
+"""An :class:`Outcome` on its way from a worker to the driver."""
+
 
 class LeafWorker:
     """A Ray actor's state (wrapped with ``ray.remote`` by the driver): see the module docstring.
@@ -63,6 +80,7 @@ class LeafWorker:
         handle = ray.get_actor(board, namespace=namespace)
         run = RunConfig.model_validate(config)
         self._structured = StructuredOutputs.from_config(run.model)
+        self._adapter = MemoJSONAdapter(self._structured)  # one per worker: its formatting memo serves every call
         self._callers: dict[str, SourceCaller] = {}
 
         async def sync(report: Report) -> Lease:
@@ -82,13 +100,14 @@ class LeafWorker:
 
         return os.getpid(), str(ray.get_runtime_context().get_node_id())
 
-    async def run(self, spec: SourceSpec, calls: list[LeafCall]) -> AsyncIterator[tuple[int, Outcome]]:
-        """Make ``calls`` concurrently; yield ``(index in calls, outcome)`` as each finishes."""
+    async def run(self, spec: SourceSpec, calls: list[LeafCall]) -> AsyncIterator[tuple[int, Wire]]:
+        """Make ``calls`` concurrently; yield ``(index in calls, outcome.wire())`` as each finishes."""
         caller = self._caller(spec)
         pending = [asyncio.ensure_future(self._one(caller, index, call)) for index, call in enumerate(calls)]
         try:
             for finished in asyncio.as_completed(pending):
-                yield await finished
+                index, outcome = await finished
+                yield index, outcome.wire()
         finally:
             for task in pending:
                 task.cancel()
@@ -97,7 +116,7 @@ class LeafWorker:
         booked: list[CallRecord] = []
         token = _BOOKED.set(booked)
         try:
-            with lm_context(self._structured):
+            with lm_context(self._structured, adapter=self._adapter):
                 candidates = await caller(call)
             return index, Outcome(record=booked[-1] if booked else None, candidates=candidates)
         except ProviderError as stop:

@@ -207,10 +207,17 @@ class SharedLimiter:
                     if lease is not None and pause > 0 and not held:
                         held = True
                         self._count(held=1)
-                    if lease is not None and lease.share <= self.in_flight:
-                        self._kick.set()  # ask for a share now rather than at the next interval
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._changed.wait(), max(pause, self._interval))
+                    if lease is not None and lease.share == 0:
+                        self._kick.set()  # no share at all: ask now rather than at the next interval
+                    try:
+                        if pause > 0:  # woken by a release or a new lease, or when the pause is over
+                            with contextlib.suppress(TimeoutError):
+                                await asyncio.wait_for(self._changed.wait(), pause)
+                        else:  # woken by a release or a new lease
+                            await self._changed.wait()
+                    except asyncio.CancelledError:
+                        self._changed.notify(1)  # the wake-up this waiter may have received goes to the next one
+                        raise
                 self.in_flight += 1
                 self.peak = max(self.peak, self.in_flight)
         finally:
