@@ -87,6 +87,9 @@ def assert_usage_error(done: tuple[int, str, str], needle: str) -> None:
 
 
 def test_bench_executor_usage_errors(tmp_path: Path) -> None:
+    _, stdout, _ = invoke("bench", "--help")
+    assert all(f" {flag} " in stdout for flag in ("--executor", "--ray-address", "--workers"))
+    assert " --model " not in stdout and " --depth " not in stdout  # the sweep file sets the rest
     file = sweep_file(tmp_path)
     assert_usage_error(invoke("bench", str(file), "--out", str(tmp_path / "a"), "--executor", "local",
                               "--workers", "2"), "--workers needs --executor ray")

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 from treesynth.config import ExecutorConfig
 from treesynth.errors import ConfigError
@@ -48,8 +49,9 @@ def ray_connected(settings: ExecutorConfig) -> Iterator[int]:
             raise ConfigError(f"cannot connect to the Ray cluster at {settings.address} ({exc}); start it with "
                               "`ray start --head` or fix --ray-address") from None
         started = True
+    cluster: Any = ray  # untyped in Ray's stubs
     try:
-        yield max(1, int(ray.cluster_resources().get("CPU", 1)))
+        yield max(1, int(cluster.cluster_resources().get("CPU", 1)))
     finally:
         if started:
             ray.shutdown()
