@@ -38,6 +38,7 @@ from treesynth.rundir import disk_full_as_error
 from treesynth.store import RunStore
 from treesynth.summary import priced_ledger, versions
 from treesynth.synthesis.caller import LeafCaller, SampleSource
+from treesynth.tree.routing import RouteCaller, SampleRouter
 
 
 def retry_policy(model: ModelConfig) -> RetryPolicy:
@@ -130,6 +131,10 @@ class RunSession:
     def leaf_caller(self, source: SampleSource, task: Task, stage: str = "leaf") -> LeafCaller:
         """A caller making ``source``'s leaf calls on this run's executor, booked on its gateway."""
         return self.executor.leaf_caller(source, self.gateway, task, stage)
+
+    def route_caller(self, module: SampleRouter, task: Task) -> RouteCaller:
+        """A caller making ``module``'s routing calls (balance) on this run's executor, booked on its gateway."""
+        return self.executor.route_caller(module, self.gateway, task)
 
     def elapsed(self) -> Timings:
         """This session's wall time and the run's total over every session (persisted in the store)."""

@@ -10,13 +10,18 @@ A sweep file (YAML)::
     config: {tree: {depth: 2, width: 4}}                   # base RunConfig for every cell
     treesynth_configs: {default: {}, deep: {tree: {depth: 3}}}   # optional TreeSynth variants
     embedder: lexical                                      # how diversity is measured
+    executor: {kind: ray, workers: 4}                      # optional: cells in flight on a Ray cluster
 
 Each cell is a normal run directory under ``<out>/cells/`` and is resumable: a finished cell is read
-back, an unfinished one resumes. Results go to ``results.jsonl``, ``results.md`` and two plots.
+back, an unfinished one resumes. Results go to ``results.jsonl``, ``results.md`` and two plots, in cell
+order. Under the ``local`` executor the cells run one after another; under ``ray`` Ray is initialized once
+for the sweep and up to ``executor.workers`` cells (default: the cluster's CPUs) run at once, each a normal
+run whose leaf calls go to its share of the workers.
 """
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 from collections.abc import Callable, Iterator
@@ -26,7 +31,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from treesynth.config import RunConfig
+from treesynth.aio import gather_or_cancel, run_sync
+from treesynth.config import ExecutorConfig, RunConfig
 from treesynth.errors import ConfigError, first_validation_error
 from treesynth.io import read_yaml_mapping
 from treesynth.models import Task
@@ -52,6 +58,8 @@ class Sweep(BaseModel):
     config: dict[str, Any] = Field(default_factory=dict)
     treesynth_configs: dict[str, dict[str, Any]] = Field(default_factory=_default_variants)
     embedder: str = "lexical"
+    executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
+    """Where the cells' calls run (every cell's ``executor``); under ``ray`` several cells run at once."""
 
     @classmethod
     def load(cls, path: Path) -> Sweep:
@@ -65,6 +73,9 @@ class Sweep(BaseModel):
             raise ConfigError(f"sweep file {path}: unknown method {unknown[0]!r}; use {', '.join(METHODS)}")
         if any(size < 1 for size in sweep.sizes):
             raise ConfigError(f"sweep file {path}: sizes must be at least 1")
+        if "executor" in sweep.config:
+            raise ConfigError(f"sweep file {path}: set the executor at the top level (executor: {{kind: ray}}), "
+                              "not under config: (it applies to the whole sweep)")
         return sweep
 
 
@@ -101,28 +112,32 @@ def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def cell_config(sweep: Sweep, cell: Cell) -> RunConfig:
-    """The run configuration of a cell."""
+def cell_config(sweep: Sweep, cell: Cell, workers: int | None = None) -> RunConfig:
+    """The run configuration of a cell (``workers``: its share of the sweep's Ray workers)."""
     raw = _merge(sweep.config, sweep.treesynth_configs.get(cell.variant, {}))
-    raw = _merge(raw, {"model": {"model": cell.model}, "synthesis": {"samples": cell.size}, "seed": cell.seed})
+    executor = sweep.executor.model_dump(mode="json", exclude_defaults=True)
+    if workers is not None:
+        executor["workers"] = workers
+    raw = _merge(raw, {"model": {"model": cell.model}, "synthesis": {"samples": cell.size}, "seed": cell.seed,
+                       "executor": executor})
     return RunConfig.parse(raw, source=f"sweep cell {cell.name}")
 
 
-def run_cell(sweep: Sweep, cell: Cell, out: Path) -> dict[str, Any]:
-    """Run (or resume) one cell and return its ``run.json`` summary."""
+async def run_cell(sweep: Sweep, cell: Cell, out: Path, workers: int | None = None) -> dict[str, Any]:
+    """Run (or resume) one cell and return its ``run.json`` summary (``workers``: see :func:`cell_config`)."""
     from treesynth.baselines import Baseline
     from treesynth.pipeline import TreeSynth
 
     task = Task.from_arg(sweep.task)
-    cfg = cell_config(sweep, cell)
+    cfg = cell_config(sweep, cell, workers)
     run_json = out / "run.json"
     if run_json.exists():
         done = json.loads(run_json.read_text(encoding="utf-8"))
         if done.get("status") == "complete":
             return dict(done)
     if cell.method == "treesynth":
-        return TreeSynth(cfg).run(task, out).summary
-    return Baseline(cell.method, cfg).run(task, out).summary  # type: ignore[arg-type]
+        return (await TreeSynth(cfg).arun(task, out)).summary
+    return (await Baseline(cell.method, cfg).arun(task, out)).summary  # type: ignore[arg-type]
 
 
 def evaluate_cell(out: Path, embedder_spec: str) -> dict[str, Any]:
@@ -161,21 +176,52 @@ def result_row(cell: Cell, summary: dict[str, Any], metrics: dict[str, Any]) -> 
     }
 
 
-def run_sweep(sweep: Sweep, out: Path, on_cell: Callable[[Cell, int, int], None] | None = None
+OnCell = Callable[[Cell, int, int], None]
+"""Told ``(cell, index, cells)`` when a cell starts."""
+OnDone = Callable[[Cell, int, int, dict[str, Any]], None]
+"""Told ``(cell, index, cells, run.json summary)`` when a cell's run ends."""
+
+
+def run_sweep(sweep: Sweep, out: Path, on_cell: OnCell | None = None, on_done: OnDone | None = None
               ) -> list[dict[str, Any]]:
-    """Run every cell (resuming), evaluate it, and write ``results.jsonl``, ``results.md`` and plots."""
+    """Run every cell (resuming), evaluate it, and write ``results.jsonl``, ``results.md`` and plots (in cell
+    order, however many cells ran at once)."""
     todo = list(cells(sweep))
-    rows = []
-    for index, cell in enumerate(todo):
-        if on_cell is not None:
-            on_cell(cell, index, len(todo))
-        cell_dir = out / "cells" / cell.name
-        summary = run_cell(sweep, cell, cell_dir)
-        rows.append(result_row(cell, summary, evaluate_cell(cell_dir, sweep.embedder)))
+    if sweep.executor.kind == "ray":
+        from treesynth.executors.ray_cluster import fan_out, ray_connected
+
+        with ray_connected(sweep.executor) as cpus:  # once for every cell: a cell's executor leaves Ray running
+            spread = fan_out(sweep.executor.workers, cpus, len(todo))
+            summaries = run_sync(lambda: _run_cells(sweep, out, todo, (spread.in_flight, spread.workers),
+                                                    (on_cell, on_done)))
+    else:
+        summaries = run_sync(lambda: _run_cells(sweep, out, todo, (1, None), (on_cell, on_done)))
+    rows = [result_row(cell, summary, evaluate_cell(out / "cells" / cell.name, sweep.embedder))
+            for cell, summary in zip(todo, summaries, strict=True)]
     write_jsonl_atomic(out / "results.jsonl", rows)
     write_atomic(out / "results.md", results_table(rows, sweep))
     plot_results(rows, out)
     return rows
+
+
+async def _run_cells(sweep: Sweep, out: Path, todo: list[Cell], spread: tuple[int, int | None],
+                     tell: tuple[OnCell | None, OnDone | None]) -> list[dict[str, Any]]:
+    """Every cell's summary, in order, with at most ``spread[0]`` cells in flight of ``spread[1]`` workers each;
+    the first cell that fails cancels the others (each resumes on the next run of the sweep)."""
+    in_flight, workers = spread
+    on_cell, on_done = tell
+    slots = asyncio.Semaphore(in_flight)
+
+    async def one(index: int, cell: Cell) -> dict[str, Any]:
+        async with slots:
+            if on_cell is not None:
+                on_cell(cell, index, len(todo))
+            summary = await run_cell(sweep, cell, out / "cells" / cell.name, workers)
+            if on_done is not None:
+                on_done(cell, index, len(todo), summary)
+            return summary
+
+    return await gather_or_cancel(one(index, cell) for index, cell in enumerate(todo))
 
 
 def results_table(rows: list[dict[str, Any]], sweep: Sweep) -> str:

@@ -113,7 +113,8 @@ class Balancer:
         task, dataset, target = given_input.task, given_input.dataset, given_input.target
         texts = [r.text for r in dataset.records]
         keys = [stable_hash(r.record) for r in dataset.records]
-        router = Router(self.router_module, gateway, store, task, texts, cfg.seed, self.batch_size, keys=keys)
+        router = Router(session.route_caller(self.router_module, task), store, texts, cfg.seed, self.batch_size,
+                        keys=keys)
         placement = _Placement(members={"root": list(range(len(texts)))})
         builder = TreeBuilder(self.program.tree_modules(), gateway, store, task, cfg.tree, cfg.seed,
                               pivot_source=lambda node, subspace: self._pivots(builder, placement, router, node,

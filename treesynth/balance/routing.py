@@ -11,37 +11,19 @@ depend on the input order.
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any
-
-import dspy
 
 from treesynth.aio import gather_or_cancel
-from treesynth.models import Node, Task, stable_hash, stable_seed
-from treesynth.providers.gateway import Gateway
-from treesynth.signatures import NONE_FITS, RouteSamples, assignments_type, shaped
+from treesynth.models import Node, stable_hash, stable_seed
+from treesynth.signatures import NONE_FITS
 from treesynth.store import RunStore
+from treesynth.tree.routing import RouteCall, RouteCaller, SampleRouter
 
 ROUTING_ROUNDS = 3
 RETRY = "retry"  # a batch's answer for an item that goes to the next round
 Routed = dict[int, tuple[str | None, str | None]]
 """item -> (value taken, or None when unrouted; reason when unrouted)."""
 
-
-class SampleRouter(dspy.Module):
-    """Classifies a batch of samples by one criterion. Owns its predictor once (compilable)."""
-
-    def __init__(self) -> None:
-        """Create the module and its single predictor."""
-        super().__init__()
-        self.route = dspy.Predict(RouteSamples)
-
-    async def aforward(self, task: str, subspace: list[str], criterion: str, options: list[str],
-                       samples: list[str], **call: Any) -> dspy.Prediction:
-        """Return ``Prediction(assignments=[(number, value), ...])`` as the model answered."""
-        signature = shaped(self.route.signature, "assignments", assignments_type(tuple(options), len(samples)))
-        pred = await self.route.acall(signature=signature, task=task, subspace=subspace, criterion=criterion,
-                                      options=options, samples=samples, **call)
-        return dspy.Prediction(assignments=[(a.sample, a.value) for a in pred.assignments.items])
+__all__ = ["RETRY", "ROUTING_ROUNDS", "Routed", "Router", "SampleRouter", "check_assignments", "content_order"]
 
 
 def check_assignments(numbers: list[int], answer: list[tuple[int, str]], options: list[str]
@@ -73,17 +55,15 @@ def content_order(texts: list[str], keys: list[str] | None = None) -> list[int]:
 class Router:
     """Routes items (dataset line indexes) at a node to its children, persisting every outcome."""
 
-    def __init__(self, module: SampleRouter, gateway: Gateway, store: RunStore, task: Task, texts: list[str],
-                 seed: int, batch_size: int = 20, keys: list[str] | None = None) -> None:
-        """Wire a router over ``texts`` (indexed by item).
+    def __init__(self, caller: RouteCaller, store: RunStore, texts: list[str], seed: int, batch_size: int = 20,
+                 keys: list[str] | None = None) -> None:
+        """Wire a router over ``texts`` (indexed by item); ``caller`` makes its batches' calls (the run's executor's).
 
         ``keys`` (one per item, e.g. a hash of the whole record) break ties between items with equal texts;
         they must depend on content only, never on file position.
         """
-        self.module = module
-        self.gateway = gateway
+        self.caller = caller
         self.store = store
-        self.task = task
         self.texts = texts
         self.order = content_order(texts, keys)
         self.seed = seed
@@ -130,15 +110,10 @@ class Router:
         numbers = list(range(1, len(items) + 1))
         samples = [self.texts[i] for i in items]
         seed = stable_seed(self.seed, node.id, "route", stable_hash(samples), round_index)
-
-        async def run(lm: Any, config: dict[str, Any]) -> Any:
-            return await self.module.acall(task=self.task.description, subspace=subspace,
-                                           criterion=node.criterion or "", options=options,
-                                           samples=samples, lm=lm, config=config)
-
         self.routing_calls += 1
-        pred = await self.gateway.call("routing", stage="routing", node_id=node.id, seed=seed, fn=run)
-        valid, retry = check_assignments(numbers, pred.assignments if pred is not None else [], options)
+        answer = await self.caller(RouteCall(node_id=node.id, criterion=node.criterion or "", options=tuple(options),
+                                             subspace=tuple(subspace), samples=tuple(samples), seed=seed))
+        valid, retry = check_assignments(numbers, answer or [], options)
         routed: Routed = {items[n - 1]: (None, "none fits") if v == NONE_FITS else (v, None)
                           for n, v in valid.items()}
         self.store.save_routes(f"{node.id}#{round_index}", {**routed, **{items[n - 1]: (None, RETRY) for n in retry}})

@@ -1,7 +1,8 @@
 """Executors: where a run's leaf calls are made.
 
 An :class:`Executor` is the seam between the driver (tree building, the allocator, the one
-:class:`~treesynth.store.RunStore`) and the processes that make leaf calls. ``local`` (the default) makes them
+:class:`~treesynth.store.RunStore`) and the processes that make leaf calls (and balance's routing calls:
+:class:`~treesynth.tree.routing.RouteCall` items, the same way). ``local`` (the default) makes them
 in this process; ``ray`` fans serializable :class:`~treesynth.synthesis.caller.LeafCall` work items out to Ray
 actors and streams the candidates back, so the store -- keyed by ``(leaf_id, call_index)`` -- is written by
 the driver alone, once per key, whatever Ray retries.
@@ -21,6 +22,7 @@ from treesynth.models import Task
 from treesynth.providers.gateway import Gateway
 from treesynth.providers.limiter import Limiter
 from treesynth.synthesis.caller import LeafCaller, SampleSource
+from treesynth.tree.routing import RouteCaller, SampleRouter
 
 
 class Executor(Protocol):
@@ -35,6 +37,10 @@ class Executor(Protocol):
 
     def leaf_caller(self, source: SampleSource, gateway: Gateway, task: Task, stage: str) -> LeafCaller:
         """A caller for ``source``'s leaf calls, booked on ``gateway`` (the driver's: ledger and caps)."""
+        ...
+
+    def route_caller(self, module: SampleRouter, gateway: Gateway, task: Task) -> RouteCaller:
+        """A caller for ``module``'s routing calls (balance's batches), booked on ``gateway`` like leaf calls."""
         ...
 
 

@@ -26,6 +26,7 @@ from treesynth.providers.limiter import Limiter
 from treesynth.providers.limits import Lease, LimitsBoard, Report, SharedLimiter
 from treesynth.store import Candidate
 from treesynth.synthesis.caller import LeafCall, LeafCaller, SampleSource, SourceCaller, SynthesisSource
+from treesynth.tree.routing import RouteCaller, SampleRouter
 
 NAMESPACE = "treesynth"
 MAX_BATCH = 64
@@ -241,6 +242,12 @@ class RayExecutor:
         spec = SourceSpec(key=stable_hash(task.model_dump_json(), repr(state), stage),
                           task=task.model_dump(mode="json"), leaf_state=state, stage=stage)
         return RemoteCaller(self.pool, spec, gateway)
+
+    def route_caller(self, module: SampleRouter, gateway: Gateway, task: Task) -> RouteCaller:
+        """Balance's routing calls on the workers (see :mod:`treesynth.executors.ray_routing`)."""
+        from treesynth.executors.ray_routing import RemoteRouteCaller, RouteSpec
+
+        return RemoteRouteCaller(self.pool.actors, RouteSpec.of(module, task), gateway)
 
     async def board_stats(self) -> dict[str, Any]:
         """The limits board's state (per model: limit, overloads, per worker shares and held attempts)."""

@@ -10,7 +10,7 @@ import contextvars
 import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from treesynth.config import RunConfig
 from treesynth.errors import ProviderError
@@ -22,6 +22,10 @@ from treesynth.providers.limits import Lease, Report, SharedLimiter
 from treesynth.store import Candidate
 from treesynth.synthesis.caller import LeafCall, SourceCaller, SynthesisSource
 from treesynth.synthesis.leaf import LeafSynthesizer
+
+if TYPE_CHECKING:
+    from treesynth.executors.ray_routing import RouteOutcome, RouteRunner, RouteSpec
+    from treesynth.tree.routing import RouteCall
 
 _BOOKED: contextvars.ContextVar[list[CallRecord]] = contextvars.ContextVar("treesynth_worker_booked")
 
@@ -93,6 +97,8 @@ class LeafWorker:
         self._gateway = Gateway(make_role_lms(run.model), concurrency=run.concurrency,
                                 policy=RetryPolicy.for_model(run.model), structured=self._structured,
                                 on_call=_book, limiters=shared)
+        self._routes: RouteRunner | None = None
+        """Balance's routing calls (made on first use)."""
 
     def where(self) -> tuple[int, str]:
         """This worker's process id and Ray node id."""
@@ -111,6 +117,15 @@ class LeafWorker:
         finally:
             for task in pending:
                 task.cancel()
+
+    async def route(self, spec: RouteSpec, call: RouteCall) -> RouteOutcome:
+        """Make one routing call (a balance batch) on this worker's gateway: see
+        :mod:`treesynth.executors.ray_routing`."""
+        from treesynth.executors.ray_routing import RouteRunner
+
+        if self._routes is None:
+            self._routes = RouteRunner(self._gateway, self._structured)
+        return await self._routes(spec, call)
 
     async def _one(self, caller: SourceCaller, index: int, call: LeafCall) -> tuple[int, Outcome]:
         booked: list[CallRecord] = []
