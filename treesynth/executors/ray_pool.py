@@ -2,10 +2,10 @@
 caller that sends leaf calls to it.
 
 Work items go out in batches (the calls issued in the same event-loop turn, per source, split evenly over
-the workers) to the workers with the fewest calls outstanding, and come back one by one as they finish (a streaming actor method). A worker
-that dies (its process killed, its node lost) is restarted by Ray; the calls it had not answered are sent
-again -- to whichever worker is least loaded -- so at-least-once execution gives exactly-once results: only
-the driver writes the store, once per ``(leaf_id, call_index)``.
+the workers) to the workers with the fewest calls outstanding, and come back one by one as they finish (a
+streaming actor method). A worker that dies (its process killed, its node lost) is restarted by Ray; the calls
+it had not answered are sent again -- to whichever worker is least loaded -- so at-least-once execution gives
+exactly-once results: only the driver writes the store, once per ``(leaf_id, call_index)``.
 """
 
 from __future__ import annotations
@@ -213,8 +213,9 @@ class RayExecutor:
         board_name = f"treesynth-limits-{self.run_id}"
         board = ray.remote(LimitsBoard).options(name=board_name, namespace=NAMESPACE, num_cpus=0, max_concurrency=1)
         self._board = board.remote(self.config.concurrency, model.failure_limit)
-        workers = settings.workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
-        cpus = min(1.0, max(0.01, float(ray.cluster_resources().get("CPU", 1)) / workers))
+        total = float(ray.cluster_resources().get("CPU", 1))  # type: ignore[no-untyped-call]
+        workers = settings.workers or max(1, int(total))
+        cpus = min(1.0, max(0.01, total / workers))
         actor = ray.remote(LeafWorker).options(
             num_cpus=cpus, max_restarts=-1, max_task_retries=0, max_concurrency=4096, scheduling_strategy="SPREAD",
             runtime_env={"env_vars": worker_env(self.config)}, namespace=NAMESPACE)

@@ -81,7 +81,7 @@ class LeafWorker:
         """Build the LMs and the gateway in this process (plain arguments: a restart rebuilds it from them)."""
         import ray
 
-        handle = ray.get_actor(board, namespace=namespace)
+        handle: Any = ray.get_actor(board, namespace=namespace)
         run = RunConfig.model_validate(config)
         self._structured = StructuredOutputs.from_config(run.model)
         self._adapter = MemoJSONAdapter(self._structured)  # one per worker: its formatting memo serves every call
