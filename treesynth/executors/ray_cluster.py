@@ -13,8 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from treesynth.config import ExecutorConfig
-from treesynth.errors import ConfigError
-from treesynth.executors.ray_pool import NAMESPACE, RAY_EXTRA_HINT
+from treesynth.executors.ray_pool import connect_ray
 
 
 @dataclass(frozen=True)
@@ -37,18 +36,9 @@ def fan_out(workers: int | None, cpus: int, runs: int) -> FanOut:
 def ray_connected(settings: ExecutorConfig) -> Iterator[int]:
     """Connect to (or start) the Ray cluster of ``settings`` for the block; yield its CPU count. Ray is shut down
     after the block only if this call started it (a caller's own ``ray.init`` stays)."""
-    try:
-        import ray
-    except ImportError:
-        raise ConfigError(f"--executor ray needs Ray: {RAY_EXTRA_HINT}") from None
-    started = False
-    if not ray.is_initialized():
-        try:
-            ray.init(address=settings.address, namespace=NAMESPACE, include_dashboard=False, log_to_driver=False)
-        except (ConnectionError, ValueError, RuntimeError) as exc:
-            raise ConfigError(f"cannot connect to the Ray cluster at {settings.address} ({exc}); start it with "
-                              "`ray start --head` or fix --ray-address") from None
-        started = True
+    started = connect_ray(settings.address)
+    import ray
+
     cluster: Any = ray  # untyped in Ray's stubs
     try:
         yield max(1, int(cluster.cluster_resources().get("CPU", 1)))

@@ -61,6 +61,24 @@ def _provider_prefix(model: str) -> str:
     return provider.upper().replace("-", "_") + "_"
 
 
+def connect_ray(address: str | None) -> bool:
+    """Connect to the Ray cluster at ``address`` (``None``: start a local instance) unless this process already is;
+    whether this call connected (then its caller shuts Ray down when done). A usage error when Ray is missing or
+    the cluster cannot be reached."""
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError(f"--executor ray needs Ray: {RAY_EXTRA_HINT}") from None
+    if ray.is_initialized():
+        return False
+    try:
+        ray.init(address=address, namespace=NAMESPACE, include_dashboard=False, log_to_driver=False)
+    except (ConnectionError, ValueError, RuntimeError) as exc:
+        raise ConfigError(f"cannot connect to the Ray cluster at {address} ({exc}); start it with "
+                          "`ray start --head` or fix --ray-address") from None
+    return True
+
+
 @dataclass
 class _Item:
     spec: SourceSpec
@@ -197,18 +215,10 @@ class RayExecutor:
 
     async def start(self) -> None:
         """Connect to (or start) Ray; start the limits board and the workers (they build their LMs meanwhile)."""
-        try:
-            import ray
-        except ImportError:
-            raise ConfigError(f"--executor ray needs Ray: {RAY_EXTRA_HINT}") from None
         settings = self.config.executor
-        if not ray.is_initialized():
-            try:
-                ray.init(address=settings.address, namespace=NAMESPACE, include_dashboard=False, log_to_driver=False)
-            except (ConnectionError, ValueError, RuntimeError) as exc:
-                raise ConfigError(f"cannot connect to the Ray cluster at {settings.address} ({exc}); start it "
-                                  "with `ray start --head` or fix --ray-address") from None
-            self._started_ray = True
+        self._started_ray = connect_ray(settings.address)
+        import ray
+
         model = self.config.model
         board_name = f"treesynth-limits-{self.run_id}"
         board = ray.remote(LimitsBoard).options(name=board_name, namespace=NAMESPACE, num_cpus=0, max_concurrency=1)
