@@ -80,12 +80,9 @@ class LeafFiller:
         in_flight: set[asyncio.Task[None]] = set()
         try:
             while True:
-                if in_flight:
-                    finished, in_flight = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
-                    for task in finished:
-                        task.result()  # re-raise provider errors (they stop the run)
-                    if in_flight:
-                        continue
+                if in_flight:  # the round's calls: the first provider error stops the run at once (the rest are
+                    await asyncio.gather(*in_flight)  # cancelled below); one callback per call, where waiting for
+                    in_flight = set()  # the first completed again and again cost O(calls²) per round
                 target = self.planner.quota(leaf.leaf_id)
                 have = self.store.accept(leaf.leaf_id, target, self.screen(), below=calls_made)
                 await self.planner.report(leaf.leaf_id, have)
