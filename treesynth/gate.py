@@ -97,6 +97,8 @@ _PATH = re.compile(r"\$?[A-Za-z_][\w$]*(?:(?:\.|/|::)\$?[\w$]+|\[[\w$]*\])+")
 _IDENTIFIER = re.compile(r"\$?[a-z][a-z0-9]*(?:[A-Z][a-z0-9]*)+|\$?[A-Za-z][A-Za-z0-9]*(?:_[A-Za-z0-9]+)+")
 """A camelCase or snake_case identifier (a field name, not a word)."""
 _QUOTES = " \t\r\n\"'`,:;"
+_CONSTRAINT_CACHE = 4096
+"""Most subspaces whose normalized constraint lines a gate keeps (it starts over beyond)."""
 
 
 @dataclass(frozen=True)
@@ -115,6 +117,8 @@ class SampleGate:
     _prompt: tuple[str, ...] = field(init=False, repr=False, compare=False)
     _names: frozenset[str] = field(init=False, repr=False, compare=False)
     _vocabulary: frozenset[str] = field(init=False, repr=False, compare=False)
+    _constraints: dict[tuple[str, ...], tuple[str, ...]] = field(init=False, repr=False, compare=False)
+    """Normalized constraint lines per subspace (a leaf's calls share one; computed once per subspace)."""
 
     def __post_init__(self) -> None:
         """Precompute the normalized task, scaffolding and field-name vocabulary."""
@@ -124,6 +128,7 @@ class SampleGate:
         words = {token for name in self.fields for token in normalize(name.replace("_", " ")).split()}
         object.__setattr__(self, "_names", names)
         object.__setattr__(self, "_vocabulary", names | words | SCHEMA_KEYWORDS)
+        object.__setattr__(self, "_constraints", {})
 
     def check(self, sample: str | Mapping[str, object], subspace: Sequence[str] = ()) -> str | None:
         """``None`` when ``sample`` is acceptable, else a short reason (e.g. ``"echoes the task"``).
@@ -148,25 +153,25 @@ class SampleGate:
             return f"is longer than {self.max_chars} characters"
         if _is_json_fragment(text):
             return "is a JSON fragment"
-        keywords = [t for t in _KEYWORD_TOKEN.findall(text.casefold()) if _LETTER.search(t)]
-        if keywords and all(t in SCHEMA_KEYWORDS for t in keywords):
+        if _only_schema_keywords(text):
             return "is a schema keyword"
         if self._is_name(text.strip(_QUOTES)):
             return "is a field or path name"
         if _FIELD_MARKER.search(text):
             return "echoes the prompt"
-        echo = self._echo(normalize(text), subspace)
+        norm = normalize(text)
+        echo = self._echo(norm, subspace)
         if echo is not None:
             return echo
         tokens = text.split()
         wordy = sum(1 for token in tokens if _LETTER.search(token))
         if wordy < self.min_words:
             return f"has fewer than {self.min_words} words"
-        visible = [c for c in text if not c.isspace()]
-        letters = sum(1 for c in visible if _LETTER.match(c))
-        if wordy < MIN_WORDY_SHARE * len(tokens) or letters < MIN_LETTER_SHARE * len(visible):
+        visible = sum(map(len, tokens))  # str.split() splits on exactly the characters str.isspace() names
+        letters = len(_LETTER.findall(text))  # a letter is never a space
+        if wordy < MIN_WORDY_SHARE * len(tokens) or letters < MIN_LETTER_SHARE * visible:
             return "is mostly numbers or symbols"
-        if _repetitive(normalize(text).split()):
+        if _repetitive(norm.split()):
             return "is repetitive"
         return None
 
@@ -180,7 +185,7 @@ class SampleGate:
         if len(words) < MIN_ECHO_WORDS:
             return None
         sources = (("echoes the task", (self._task_norm,) if self._task_norm else ()),
-                   ("echoes a constraint", tuple(p for p in (normalize(line) for line in subspace) if p)),
+                   ("echoes a constraint", self._constraint_phrases(subspace)),
                    ("echoes the prompt", self._prompt))
         padded = f" {norm} "
         for reason, phrases in sources:
@@ -192,6 +197,8 @@ class SampleGate:
         rest, removed = padded, Counter[str]()
         for reason, phrases in sources:
             for phrase in sorted(phrases, key=len, reverse=True):
+                if phrase not in rest:  # no match possible: skip building the pattern
+                    continue
                 rest, hits = re.subn(rf"(?<=\s){re.escape(phrase)}(?=\s)", "  ", rest)
                 removed[reason] += hits * len(phrase.split())
         if removed.total() and sum(1 for w in rest.split() if _LETTER.search(w)) < self.min_words:
@@ -199,11 +206,29 @@ class SampleGate:
         return None
 
 
+    def _constraint_phrases(self, subspace: Sequence[str]) -> tuple[str, ...]:
+        """The subspace's constraint lines in normalized form (empty ones dropped), memoized per subspace."""
+        key = tuple(subspace)
+        found = self._constraints.get(key)
+        if found is None:
+            if len(self._constraints) >= _CONSTRAINT_CACHE:
+                self._constraints.clear()
+            found = self._constraints[key] = tuple(p for p in (normalize(line) for line in subspace) if p)
+        return found
+
+
 def check_sample(sample: str | Mapping[str, object], *, task: str, subspace: Sequence[str] = (),
                  fields: Sequence[str] = (), min_words: int = MIN_WORDS, max_chars: int = MAX_CHARS) -> str | None:
     """One-off form of :meth:`SampleGate.check`: ``None`` if ``sample`` is acceptable, else the reason."""
     return SampleGate(task=task, fields=tuple(fields), min_words=min_words, max_chars=max_chars).check(
         sample, subspace)
+
+
+def _only_schema_keywords(text: str) -> bool:
+    """Whether every token of ``text`` holding a letter is a JSON-schema keyword (and there is one)."""
+    keywords = (t for t in _KEYWORD_TOKEN.findall(text.casefold()) if _LETTER.search(t))
+    first = next(keywords, None)
+    return first is not None and first in SCHEMA_KEYWORDS and all(t in SCHEMA_KEYWORDS for t in keywords)
 
 
 def _is_json_fragment(text: str) -> bool:
