@@ -34,7 +34,7 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from treesynth.models import normalize
@@ -97,6 +97,8 @@ _PATH = re.compile(r"\$?[A-Za-z_][\w$]*(?:(?:\.|/|::)\$?[\w$]+|\[[\w$]*\])+")
 _IDENTIFIER = re.compile(r"\$?[a-z][a-z0-9]*(?:[A-Z][a-z0-9]*)+|\$?[A-Za-z][A-Za-z0-9]*(?:_[A-Za-z0-9]+)+")
 """A camelCase or snake_case identifier (a field name, not a word)."""
 _QUOTES = " \t\r\n\"'`,:;"
+_Phrases = tuple[tuple[str, re.Pattern[str], int], ...]
+"""Echo phrases, longest first: normalized text, whole-word pattern, number of words."""
 _CONSTRAINT_CACHE = 4096
 """Most subspaces whose normalized constraint lines a gate keeps (it starts over beyond)."""
 
@@ -117,8 +119,10 @@ class SampleGate:
     _prompt: tuple[str, ...] = field(init=False, repr=False, compare=False)
     _names: frozenset[str] = field(init=False, repr=False, compare=False)
     _vocabulary: frozenset[str] = field(init=False, repr=False, compare=False)
-    _constraints: dict[tuple[str, ...], tuple[str, ...]] = field(init=False, repr=False, compare=False)
-    """Normalized constraint lines per subspace (a leaf's calls share one; computed once per subspace)."""
+    _task_phrases: _Phrases = field(init=False, repr=False, compare=False)
+    _prompt_phrases: _Phrases = field(init=False, repr=False, compare=False)
+    _constraints: dict[tuple[str, ...], _Phrases] = field(init=False, repr=False, compare=False)
+    """A subspace's constraint lines as phrases (a leaf's calls share one; computed once per subspace)."""
 
     def __post_init__(self) -> None:
         """Precompute the normalized task, scaffolding and field-name vocabulary."""
@@ -128,6 +132,8 @@ class SampleGate:
         words = {token for name in self.fields for token in normalize(name.replace("_", " ")).split()}
         object.__setattr__(self, "_names", names)
         object.__setattr__(self, "_vocabulary", names | words | SCHEMA_KEYWORDS)
+        object.__setattr__(self, "_task_phrases", _phrases([self._task_norm]))
+        object.__setattr__(self, "_prompt_phrases", _phrases(self._prompt))
         object.__setattr__(self, "_constraints", {})
 
     def check(self, sample: str | Mapping[str, object], subspace: Sequence[str] = ()) -> str | None:
@@ -184,37 +190,41 @@ class SampleGate:
         words = norm.split()
         if len(words) < MIN_ECHO_WORDS:
             return None
-        sources = (("echoes the task", (self._task_norm,) if self._task_norm else ()),
-                   ("echoes a constraint", self._constraint_phrases(subspace)),
-                   ("echoes the prompt", self._prompt))
+        sources = (("echoes the task", self._task_phrases), ("echoes a constraint", self._constraint_phrases(subspace)),
+                   ("echoes the prompt", self._prompt_phrases))
         padded = f" {norm} "
         for reason, phrases in sources:
-            if any(padded in f" {phrase} " for phrase in phrases):
+            if any(padded in f" {phrase} " for phrase, _, _ in phrases):
                 return reason
         lettered = [w for w in words if _LETTER.search(w)]
         if lettered and all(w in self._vocabulary for w in lettered):
             return "echoes the prompt"
         rest, removed = padded, Counter[str]()
         for reason, phrases in sources:
-            for phrase in sorted(phrases, key=len, reverse=True):
-                if phrase not in rest:  # no match possible: skip building the pattern
+            for phrase, pattern, length in phrases:  # longest first
+                if phrase not in rest:  # no match possible
                     continue
-                rest, hits = re.subn(rf"(?<=\s){re.escape(phrase)}(?=\s)", "  ", rest)
-                removed[reason] += hits * len(phrase.split())
+                rest, hits = pattern.subn("  ", rest)
+                removed[reason] += hits * length
         if removed.total() and sum(1 for w in rest.split() if _LETTER.search(w)) < self.min_words:
             return removed.most_common(1)[0][0]
         return None
 
-
-    def _constraint_phrases(self, subspace: Sequence[str]) -> tuple[str, ...]:
-        """The subspace's constraint lines in normalized form (empty ones dropped), memoized per subspace."""
+    def _constraint_phrases(self, subspace: Sequence[str]) -> _Phrases:
+        """The subspace's constraint lines as phrases (normalized, empty ones dropped), memoized per subspace."""
         key = tuple(subspace)
         found = self._constraints.get(key)
         if found is None:
             if len(self._constraints) >= _CONSTRAINT_CACHE:
                 self._constraints.clear()
-            found = self._constraints[key] = tuple(p for p in (normalize(line) for line in subspace) if p)
+            found = self._constraints[key] = _phrases(normalize(line) for line in subspace)
         return found
+
+
+def _phrases(normalized: Iterable[str]) -> _Phrases:
+    """Echo phrases, longest first: each with its whole-word pattern and its number of words (empty ones dropped)."""
+    kept = sorted((p for p in normalized if p), key=len, reverse=True)
+    return tuple((p, re.compile(rf"(?<=\s){re.escape(p)}(?=\s)"), len(p.split())) for p in kept)
 
 
 def check_sample(sample: str | Mapping[str, object], *, task: str, subspace: Sequence[str] = (),
