@@ -69,6 +69,25 @@ class Clock:
             self.first_sample = now
 
 
+def tree_chain(out: Path) -> int:
+    """Round trips on the tree's longest root-to-leaf chain of expansions (a node's pivots, criterion and coverage
+    calls run one after another, and a child starts after its parent). A criterion call is two round trips
+    (propose, then label the pivots); a retry is one more."""
+    import sqlite3
+    from collections import Counter
+
+    trips: Counter[str] = Counter()
+    with sqlite3.connect(out / "treesynth.db") as db:
+        for node, stage, n in db.execute("SELECT node_id, stage, SUM(1 + retries) FROM calls WHERE stage != 'leaf' "
+                                         "GROUP BY node_id, stage"):
+            trips[node] += int(n) * (2 if stage == "criterion" else 1)
+
+    def walk(node: dict[str, Any]) -> int:
+        return trips[node["id"]] + max((walk(child) for child in node.get("children") or ()), default=0)
+
+    return walk(json.loads((out / "tree.json").read_text())["root"])
+
+
 def leaf_rounds(out: Path, per_call: int) -> dict[str, int]:
     """Leaf calls, the calls one round per leaf needs (``ceil(quota / k)``), and the top-up calls beyond them."""
     import sqlite3
@@ -81,6 +100,56 @@ def leaf_rounds(out: Path, per_call: int) -> dict[str, int]:
                            "HAVING COUNT(*) > 1)").fetchone()[0]
     return {"leaves": run_json["counts"]["leaves"], "leaf_calls": calls, "first_round_calls": needed,
             "top_up_calls": calls - needed, "leaves_topped_up": multi}
+
+
+BREAKDOWN = {  # label -> (module, owner, method): synchronous steps whose CPU time is summed (nested ones excluded)
+    "sample gate": ("treesynth.gate", "SampleGate", "check"),
+    "near-dup screen": ("treesynth.neardup", "NearDupScreen", "check"),
+    "near-dup index add": ("treesynth.neardup", "NearDupScreen", "admit"),
+    "store accept (sqlite)": ("treesynth.store", "RunStore", "accept"),
+    "store save call": ("treesynth.store", "RunStore", "save_leaf_call"),
+    "store ledger": ("treesynth.store", "RunStore", "record_call"),
+    "candidate ids": ("treesynth.synthesis.filler", "LeafFiller", "_candidate"),
+    "adapter format": ("treesynth.providers.adapter", "MemoJSONAdapter", "format"),
+    "adapter parse": ("treesynth.providers.adapter", "MemoJSONAdapter", "parse"),
+    "response format": ("treesynth.providers.adapter", "MemoJSONAdapter", "_prepare_response_format"),
+    "progress callbacks": ("treesynth.pipeline", "TreeSynth", "_count_samples"),
+    "exports": ("treesynth.pipeline", "TreeSynth", "_export"),
+}
+
+
+class CpuBreakdown:
+    """CPU seconds spent inside each :data:`BREAKDOWN` step (a step's time excludes the steps nested in it)."""
+
+    def __init__(self) -> None:
+        import importlib
+
+        self.seconds: dict[str, float] = dict.fromkeys(BREAKDOWN, 0.0)
+        self._stack: list[float] = []
+        for label, (module, owner, name) in BREAKDOWN.items():
+            cls = getattr(importlib.import_module(module), owner)
+            setattr(cls, name, self._timed(label, getattr(cls, name)))
+
+    def _timed(self, label: str, fn: Any) -> Any:
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            start = time.process_time()
+            self._stack.append(0.0)
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                spent = time.process_time() - start
+                nested = self._stack.pop()
+                self.seconds[label] += spent - nested
+                if self._stack:
+                    self._stack[-1] += spent
+
+        return timed
+
+    def take(self) -> dict[str, float]:
+        """The sums since the last call, rounded; starts them over."""
+        found = {label: round(value, 3) for label, value in self.seconds.items()}
+        self.seconds = dict.fromkeys(BREAKDOWN, 0.0)
+        return found
 
 
 def one_run(config: Any, seed: int, latency: float, profiler: cProfile.Profile | None) -> dict[str, Any]:
@@ -105,11 +174,14 @@ def one_run(config: Any, seed: int, latency: float, profiler: cProfile.Profile |
         calls = int(summary["llm"]["calls"])
         digest = hashlib.sha256((Path(tmp) / "samples.jsonl").read_bytes()).hexdigest()[:16]
         rounds = leaf_rounds(Path(tmp), config.synthesis.samples_per_call)
+        chain = tree_chain(Path(tmp))
         by_stage = {row["stage"]: row["calls"] for row in summary["llm"]["by_stage"]}
     tree_s = (clock.tree_done or clock.start) - clock.start
     return {"seed": seed, "status": summary["status"], "samples": summary["counts"]["samples"],
             "seconds_total": total, "wall": round(wall, 3), "critical_path": round(critical, 3),
             "ratio": round(total / critical, 3), "calls": calls, "calls_by_stage": by_stage,
+            "tree_chain_trips": chain, "chain_path": round((chain + 1) * latency, 3),
+            "chain_ratio": round(total / ((chain + 1) * latency), 3),
             "tree_phase": round(tree_s, 3), "leaf_tail": round(wall - tree_s, 3),
             "first_sample": round((clock.first_sample or clock.start) - clock.start, 3),
             "cpu_seconds": round(cpu, 3), "cpu_ms_per_call": round(cpu * 1000 / max(calls, 1), 2),
@@ -123,6 +195,8 @@ def main() -> None:
     parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                         help="a further RunConfig override (repeatable), e.g. executor.kind=ray")
     parser.add_argument("--profile", type=Path, help="write a cProfile of the timed runs here")
+    parser.add_argument("--breakdown", action="store_true",
+                        help="also sum the CPU time of treesynth's synchronous steps (gate, store, near-dup, adapter)")
     parser.add_argument("--json", type=Path, default=Path(__file__).parent / "results" / "critical_path.json")
     args = parser.parse_args()
     from treesynth.config import RunConfig
@@ -130,20 +204,29 @@ def main() -> None:
     overrides = parse_sets(args.sets)
     latency = args.latency_ms / 1000
     profiler = cProfile.Profile() if args.profile else None
+    breakdown = CpuBreakdown() if args.breakdown else None
     rows = []
     with fake_server_process("--latency-ms", str(args.latency_ms)) as api_base:
         base = {"model.model": "openai/fake", "model.api_base": api_base, "model.cache": False}
         config = RunConfig().with_overrides({**base, **SHAPE, **overrides})
         warm = config.with_overrides({"tree.depth": 1, "synthesis.samples": 20})
         one_run(warm, 99, latency, None)  # untimed: imports, connection pool, litellm's first-call setup
-        print(f"{'seed':>4} {'total s':>8} {'path s':>7} {'ratio':>6} {'calls':>6} {'tree s':>7} {'tail s':>7} "
-              f"{'cpu s':>6} {'cpu ms':>7} {'top-up':>6} {'status':>9}")
+        if breakdown is not None:
+            breakdown.take()
+        print(f"{'seed':>4} {'total s':>8} {'path s':>7} {'ratio':>6} {'chain s':>8} {'ratio':>6} {'calls':>6} "
+              f"{'tree s':>7} {'tail s':>7} {'cpu s':>6} {'cpu ms':>7} {'top-up':>6} {'status':>9}")
         for seed in args.seeds:
             row = one_run(config, seed, latency, profiler)
             rows.append(row)
             print(f"{seed:>4} {row['seconds_total']:>8.2f} {row['critical_path']:>7.2f} {row['ratio']:>6.2f} "
-                  f"{row['calls']:>6} {row['tree_phase']:>7.2f} {row['leaf_tail']:>7.2f} {row['cpu_seconds']:>6.2f} "
-                  f"{row['cpu_ms_per_call']:>7.2f} {row['top_up_calls']:>6} {row['status']:>9}", flush=True)
+                  f"{row['chain_path']:>8.2f} {row['chain_ratio']:>6.2f} {row['calls']:>6} {row['tree_phase']:>7.2f} "
+                  f"{row['leaf_tail']:>7.2f} {row['cpu_seconds']:>6.2f} {row['cpu_ms_per_call']:>7.2f} "
+                  f"{row['top_up_calls']:>6} {row['status']:>9}", flush=True)
+            if breakdown is not None:
+                row["cpu_breakdown"] = breakdown.take()
+                steps = ", ".join(f"{label} {value:.2f}" for label, value in row["cpu_breakdown"].items())
+                print(f"      cpu s in: {steps}; the rest (DSPy, litellm, HTTP, event loop, tree) "
+                      f"{row['cpu_seconds'] - sum(row['cpu_breakdown'].values()):.2f}", flush=True)
     if profiler is not None:
         profiler.dump_stats(args.profile)
     args.json.parent.mkdir(parents=True, exist_ok=True)
