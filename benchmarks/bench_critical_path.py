@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import gc
 import hashlib
 import json
 import math
@@ -118,17 +119,32 @@ BREAKDOWN = {  # label -> (module, owner, method): synchronous steps whose CPU t
 }
 
 
+GC = "garbage collection"
+
+
 class CpuBreakdown:
     """CPU seconds spent inside each :data:`BREAKDOWN` step (a step's time excludes the steps nested in it)."""
 
     def __init__(self) -> None:
         import importlib
 
-        self.seconds: dict[str, float] = dict.fromkeys(BREAKDOWN, 0.0)
+        self.seconds: dict[str, float] = dict.fromkeys((*BREAKDOWN, GC), 0.0)
         self._stack: list[float] = []
+        self._gc_started = 0.0
         for label, (module, owner, name) in BREAKDOWN.items():
             cls = getattr(importlib.import_module(module), owner)
             setattr(cls, name, self._timed(label, getattr(cls, name)))
+        gc.callbacks.append(self._collecting)
+
+    def _collecting(self, phase: str, info: dict[str, Any]) -> None:
+        """Python's cyclic garbage collector, wherever it runs (not counted in the step it interrupts)."""
+        if phase == "start":
+            self._gc_started = time.process_time()
+            return
+        spent = time.process_time() - self._gc_started
+        self.seconds[GC] += spent
+        if self._stack:
+            self._stack[-1] += spent
 
     def _timed(self, label: str, fn: Any) -> Any:
         def timed(*args: Any, **kwargs: Any) -> Any:
@@ -148,7 +164,7 @@ class CpuBreakdown:
     def take(self) -> dict[str, float]:
         """The sums since the last call, rounded; starts them over."""
         found = {label: round(value, 3) for label, value in self.seconds.items()}
-        self.seconds = dict.fromkeys(BREAKDOWN, 0.0)
+        self.seconds = dict.fromkeys((*BREAKDOWN, GC), 0.0)
         return found
 
 
