@@ -36,13 +36,13 @@ def dspy_request(api_base: str) -> dict:
 
     from treesynth.signatures import SynthesizeLeaf, sample_batch_type
 
-    signature = SynthesizeLeaf.with_updated_fields("samples", type_=sample_batch_type(5))
+    signature = SynthesizeLeaf.with_updated_fields("batch", type_=sample_batch_type(5))
     adapter = dspy.JSONAdapter()
     messages = adapter.format(signature, demos=[], inputs={"task": TASK, "subspace": ["difficulty: easy"],
                                                            "avoid": []})
     schema = {"type": "json_schema", "json_schema": {"name": "DSPyProgramOutputs", "strict": True, "schema": {
-        "type": "object", "properties": {"samples": sample_batch_type(5).model_json_schema()},
-        "required": ["samples"]}}}
+        "type": "object", "properties": {"batch": sample_batch_type(5).model_json_schema()},
+        "required": ["batch"]}}}
     return {"model": MODEL, "api_base": api_base, "messages": messages, "response_format": schema,
             "num_retries": 0, "temperature": 1.0}
 
