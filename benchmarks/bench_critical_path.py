@@ -49,7 +49,7 @@ def parse_sets(pairs: list[str]) -> dict[str, Any]:
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise SystemExit(f"error: --set takes key=value (e.g. executor.kind=ray), not {pair!r}")
+            raise ValueError(f"--set takes KEY=VALUE (e.g. executor.kind=ray), not {pair!r}")
         overrides[key.strip()] = yaml.safe_load(value)
     return overrides
 
@@ -216,8 +216,13 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=Path(__file__).parent / "results" / "critical_path.json")
     args = parser.parse_args()
     from treesynth.config import RunConfig
+    from treesynth.errors import ConfigError
 
-    overrides = parse_sets(args.sets)
+    try:
+        overrides = parse_sets(args.sets)
+        RunConfig().with_overrides(overrides)  # an unknown key or a bad value fails here, before any run
+    except (ValueError, ConfigError) as exc:
+        parser.error(str(exc))  # one line, exit 2
     latency = args.latency_ms / 1000
     profiler = cProfile.Profile() if args.profile else None
     breakdown = CpuBreakdown() if args.breakdown else None
