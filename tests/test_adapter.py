@@ -67,3 +67,27 @@ def test_memoized_messages_and_response_format_are_stable() -> None:
         dspy.JSONAdapter()._prepare_response_format(lm, plain, signature)
         # the schema sent to an in-process engine is DSPy's own (the grammar is built from it)
         assert kwargs["response_format"].model_json_schema() == plain["response_format"].model_json_schema()
+
+
+def test_a_memoized_response_format_is_handed_out_as_a_private_copy_each_call(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from treesynth.config import ModelConfig
+    from treesynth.providers.structured import StructuredOutputs
+
+    monkeypatch.setenv("OPENAI_API_KEY", "not-a-secret")
+
+    lm = make_lm("openai/fake", temperature=1.0, max_tokens=64, api_base="http://127.0.0.1:9/v1")
+    memo = MemoJSONAdapter(StructuredOutputs.from_config(ModelConfig(model="openai/fake",
+                                                                     api_base="http://127.0.0.1:9/v1")))
+    signature = CASES[0][0]
+    first: dict = {}
+    memo._prepare_response_format(lm, first, signature)
+    assert first["response_format"]["type"] == "json_schema"
+    first["response_format"]["json_schema"]["schema"]["properties"].clear()  # a caller changes what it got
+    second: dict = {}
+    memo._prepare_response_format(lm, second, signature)
+    assert second["response_format"]["json_schema"]["schema"]["properties"]  # the memo is untouched
+    assert memo._fresh(second["response_format"]) == second["response_format"]
+    odd = {"enum": ("a", "b")}  # not plain JSON (a tuple): copied by deepcopy, still equal and private
+    copied = memo._fresh(odd)
+    assert copied == odd and copied is not odd and memo._format_json[id(odd)] is None

@@ -236,3 +236,20 @@ def test_balance_top_up_is_gated_and_counted(tmp_path: Path, monkeypatch: pytest
     assert result.summary["counts"]["rejected_by_reason"] == dict(Counter(row["reason"] for row in rejected))
     balanced = read_jsonl(tmp_path / "out" / "balanced.jsonl")
     assert not {row["text"] for row in balanced} & set(injected)
+
+
+def test_one_gate_judges_each_subspace_by_its_own_constraints_however_many_it_has_seen(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import treesynth.gate as gate_module
+
+    monkeypatch.setattr(gate_module, "_CONSTRAINT_CACHE", 3)  # the memo starts over often
+    gate = SampleGate(task="grade-school math word problems")
+    text = "Tom has apples operation addition setting farm"
+    for round_ in range(3):
+        for n in range(5):
+            assert gate.check(text, [f"difficulty: level {round_}{n}"]) is None
+            assert gate.check(text, ["operation: addition", "setting: farm"]) == "echoes a constraint"
+            assert gate.check("operation: addition, the farm setting", ["setting: the farm"]) is None
+            assert gate.check("operation: addition, the farm setting",
+                              ["operation: addition", "setting: the farm"]) == "echoes a constraint"
+    assert len(gate._constraints) <= 3

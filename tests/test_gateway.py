@@ -318,3 +318,28 @@ def test_a_cost_cap_stops_before_the_call_that_would_exceed_it() -> None:
     unpriced.charge("openai/no-such-model-xyz", 10, 10)
     with pytest.raises(BudgetExceededError, match="use --max-calls"):
         unpriced.admit()
+
+
+def test_tree_building_calls_wait_for_a_slot_ahead_of_queued_leaf_calls() -> None:
+    async def scenario() -> None:
+        gw, _ = gateway(concurrency=1)
+        started: list[str] = []
+
+        def answer(name: str) -> Any:
+            async def fn(lm: Any, config: dict[str, Any]) -> str:
+                started.append(name)
+                await asyncio.sleep(0.2)
+                return name
+
+            return fn
+
+        calls = [("leaf", "leaf-0"), ("leaf", "leaf-1"), ("leaf", "leaf-2"), ("coverage", "coverage"),
+                 ("leaf", "leaf-3"), ("pivots", "pivots")]
+        tasks = []
+        for seed, (role, name) in enumerate(calls):
+            tasks.append(asyncio.create_task(gw.call(role, stage=role, node_id=name, seed=seed, fn=answer(name))))
+            await asyncio.sleep(0)  # queued in this order behind leaf-0, which holds the only slot
+        await asyncio.gather(*tasks)
+        assert started == ["leaf-0", "coverage", "pivots", "leaf-1", "leaf-2", "leaf-3"]
+
+    run_in_virtual_time(scenario())

@@ -111,3 +111,36 @@ async def test_an_unreachable_board_stops_the_process_instead_of_running_unlimit
     with pytest.raises(ProviderError, match="unreachable"):
         await asyncio.wait_for(limiter.acquire(), 5)
     await limiter.aclose()
+
+
+def test_urgent_attempts_are_served_first_across_processes() -> None:
+    """The driver's tree-building calls (urgent) get their slots before the workers' many leaf calls share the rest."""
+    board = LimitsBoard(8, failure_limit=5)
+    assert board.sync(Report("w0", KEY, wanted=40)).share == 8
+    assert board.sync(Report("w1", KEY, wanted=40)).share == 4
+    assert board.sync(Report("driver", KEY, wanted=3, urgent=3)).share == 3   # all its urgent attempts
+    assert board.sync(Report("w0", KEY, wanted=40)).share == 2               # the other 5, split by demand
+    assert board.sync(Report("driver", KEY, wanted=0)).share == 0
+    assert board.sync(Report("w0", KEY, wanted=40)).share == 4
+
+
+async def test_an_urgent_waiter_takes_the_next_slot_before_earlier_ordinary_ones() -> None:
+    clock = Clock()
+    board = LimitsBoard(1, failure_limit=5, clock=clock)
+    a, _ = pair(board, clock, maximum=1)
+    await a.acquire()
+    order: list[str] = []
+
+    async def take(name: str, urgent: bool) -> None:
+        await a.acquire(urgent=urgent)
+        order.append(name)
+        await a.release()
+
+    ordinary = [asyncio.ensure_future(take(f"leaf{i}", False)) for i in range(3)]
+    await asyncio.sleep(0.01)
+    tree = asyncio.ensure_future(take("tree", True))
+    await asyncio.sleep(0.01)
+    await a.release()
+    await asyncio.wait_for(asyncio.gather(*ordinary, tree), 5)
+    assert order[0] == "tree"
+    await a.aclose()

@@ -34,7 +34,7 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from treesynth.models import normalize
@@ -97,6 +97,10 @@ _PATH = re.compile(r"\$?[A-Za-z_][\w$]*(?:(?:\.|/|::)\$?[\w$]+|\[[\w$]*\])+")
 _IDENTIFIER = re.compile(r"\$?[a-z][a-z0-9]*(?:[A-Z][a-z0-9]*)+|\$?[A-Za-z][A-Za-z0-9]*(?:_[A-Za-z0-9]+)+")
 """A camelCase or snake_case identifier (a field name, not a word)."""
 _QUOTES = " \t\r\n\"'`,:;"
+_Phrases = tuple[tuple[str, re.Pattern[str], int], ...]
+"""Echo phrases, longest first: normalized text, whole-word pattern, number of words."""
+_CONSTRAINT_CACHE = 4096
+"""Most subspaces whose normalized constraint lines a gate keeps (it starts over beyond)."""
 
 
 @dataclass(frozen=True)
@@ -115,6 +119,10 @@ class SampleGate:
     _prompt: tuple[str, ...] = field(init=False, repr=False, compare=False)
     _names: frozenset[str] = field(init=False, repr=False, compare=False)
     _vocabulary: frozenset[str] = field(init=False, repr=False, compare=False)
+    _task_phrases: _Phrases = field(init=False, repr=False, compare=False)
+    _prompt_phrases: _Phrases = field(init=False, repr=False, compare=False)
+    _constraints: dict[tuple[str, ...], _Phrases] = field(init=False, repr=False, compare=False)
+    """A subspace's constraint lines as phrases (a leaf's calls share one; computed once per subspace)."""
 
     def __post_init__(self) -> None:
         """Precompute the normalized task, scaffolding and field-name vocabulary."""
@@ -124,6 +132,9 @@ class SampleGate:
         words = {token for name in self.fields for token in normalize(name.replace("_", " ")).split()}
         object.__setattr__(self, "_names", names)
         object.__setattr__(self, "_vocabulary", names | words | SCHEMA_KEYWORDS)
+        object.__setattr__(self, "_task_phrases", _phrases([self._task_norm]))
+        object.__setattr__(self, "_prompt_phrases", _phrases(self._prompt))
+        object.__setattr__(self, "_constraints", {})
 
     def check(self, sample: str | Mapping[str, object], subspace: Sequence[str] = ()) -> str | None:
         """``None`` when ``sample`` is acceptable, else a short reason (e.g. ``"echoes the task"``).
@@ -148,25 +159,25 @@ class SampleGate:
             return f"is longer than {self.max_chars} characters"
         if _is_json_fragment(text):
             return "is a JSON fragment"
-        keywords = [t for t in _KEYWORD_TOKEN.findall(text.casefold()) if _LETTER.search(t)]
-        if keywords and all(t in SCHEMA_KEYWORDS for t in keywords):
+        if _only_schema_keywords(text):
             return "is a schema keyword"
         if self._is_name(text.strip(_QUOTES)):
             return "is a field or path name"
         if _FIELD_MARKER.search(text):
             return "echoes the prompt"
-        echo = self._echo(normalize(text), subspace)
+        norm = normalize(text)
+        echo = self._echo(norm, subspace)
         if echo is not None:
             return echo
         tokens = text.split()
         wordy = sum(1 for token in tokens if _LETTER.search(token))
         if wordy < self.min_words:
             return f"has fewer than {self.min_words} words"
-        visible = [c for c in text if not c.isspace()]
-        letters = sum(1 for c in visible if _LETTER.match(c))
-        if wordy < MIN_WORDY_SHARE * len(tokens) or letters < MIN_LETTER_SHARE * len(visible):
+        visible = sum(map(len, tokens))  # str.split() splits on exactly the characters str.isspace() names
+        letters = len(_LETTER.findall(text))  # a letter is never a space
+        if wordy < MIN_WORDY_SHARE * len(tokens) or letters < MIN_LETTER_SHARE * visible:
             return "is mostly numbers or symbols"
-        if _repetitive(normalize(text).split()):
+        if _repetitive(norm.split()):
             return "is repetitive"
         return None
 
@@ -179,24 +190,41 @@ class SampleGate:
         words = norm.split()
         if len(words) < MIN_ECHO_WORDS:
             return None
-        sources = (("echoes the task", (self._task_norm,) if self._task_norm else ()),
-                   ("echoes a constraint", tuple(p for p in (normalize(line) for line in subspace) if p)),
-                   ("echoes the prompt", self._prompt))
+        sources = (("echoes the task", self._task_phrases), ("echoes a constraint", self._constraint_phrases(subspace)),
+                   ("echoes the prompt", self._prompt_phrases))
         padded = f" {norm} "
         for reason, phrases in sources:
-            if any(padded in f" {phrase} " for phrase in phrases):
+            if any(padded in f" {phrase} " for phrase, _, _ in phrases):
                 return reason
         lettered = [w for w in words if _LETTER.search(w)]
         if lettered and all(w in self._vocabulary for w in lettered):
             return "echoes the prompt"
         rest, removed = padded, Counter[str]()
         for reason, phrases in sources:
-            for phrase in sorted(phrases, key=len, reverse=True):
-                rest, hits = re.subn(rf"(?<=\s){re.escape(phrase)}(?=\s)", "  ", rest)
-                removed[reason] += hits * len(phrase.split())
+            for phrase, pattern, length in phrases:  # longest first
+                if phrase not in rest:  # no match possible
+                    continue
+                rest, hits = pattern.subn("  ", rest)
+                removed[reason] += hits * length
         if removed.total() and sum(1 for w in rest.split() if _LETTER.search(w)) < self.min_words:
             return removed.most_common(1)[0][0]
         return None
+
+    def _constraint_phrases(self, subspace: Sequence[str]) -> _Phrases:
+        """The subspace's constraint lines as phrases (normalized, empty ones dropped), memoized per subspace."""
+        key = tuple(subspace)
+        found = self._constraints.get(key)
+        if found is None:
+            if len(self._constraints) >= _CONSTRAINT_CACHE:
+                self._constraints.clear()
+            found = self._constraints[key] = _phrases(normalize(line) for line in subspace)
+        return found
+
+
+def _phrases(normalized: Iterable[str]) -> _Phrases:
+    """Echo phrases, longest first: each with its whole-word pattern and its number of words (empty ones dropped)."""
+    kept = sorted((p for p in normalized if p), key=len, reverse=True)
+    return tuple((p, re.compile(rf"(?<=\s){re.escape(p)}(?=\s)"), len(p.split())) for p in kept)
 
 
 def check_sample(sample: str | Mapping[str, object], *, task: str, subspace: Sequence[str] = (),
@@ -204,6 +232,13 @@ def check_sample(sample: str | Mapping[str, object], *, task: str, subspace: Seq
     """One-off form of :meth:`SampleGate.check`: ``None`` if ``sample`` is acceptable, else the reason."""
     return SampleGate(task=task, fields=tuple(fields), min_words=min_words, max_chars=max_chars).check(
         sample, subspace)
+
+
+def _only_schema_keywords(text: str) -> bool:
+    """Whether every token of ``text`` holding a letter is a JSON-schema keyword (and there is one)."""
+    keywords = (t for t in _KEYWORD_TOKEN.findall(text.casefold()) if _LETTER.search(t))
+    first = next(keywords, None)
+    return first is not None and first in SCHEMA_KEYWORDS and all(t in SCHEMA_KEYWORDS for t in keywords)
 
 
 def _is_json_fragment(text: str) -> bool:

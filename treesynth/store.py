@@ -225,6 +225,7 @@ class RunStore:
             rows = self._db.execute(
                 "SELECT call_index, position, norm, payload FROM candidates WHERE leaf_id=? AND status='new' "
                 "AND call_index < ? ORDER BY call_index, position", (leaf_id, below)).fetchall()
+            verdicts: list[tuple[str, str | None, str, str, int, int]] = []
             for call_index, position, norm, payload in rows:
                 if have >= target:
                     break
@@ -239,8 +240,9 @@ class RunStore:
                         screen.admit(sample)
                 else:
                     status, reason, payload = "rejected", NEAR_DUPLICATE, json.dumps(sample | near)
-                self._db.execute("UPDATE candidates SET status=?, reason=?, payload=? WHERE leaf_id=? AND call_index=? "
-                                 "AND position=?", (status, reason, payload, leaf_id, call_index, position))
+                verdicts.append((status, reason, payload, leaf_id, call_index, position))
+            self._db.executemany("UPDATE candidates SET status=?, reason=?, payload=? WHERE leaf_id=? AND call_index=? "
+                                 "AND position=?", verdicts)  # in the same transaction as the samples
         return have
 
     def leaf_sample_count(self, leaf_id: str) -> int:

@@ -21,6 +21,7 @@ for the common near-misses, validated by the same field types.
 from __future__ import annotations
 
 import copy
+import json
 import textwrap
 from typing import Any
 
@@ -61,6 +62,8 @@ class MemoJSONAdapter(dspy.JSONAdapter):
         self._system: dict[Any, str] = {}
         self._requirements: dict[Any, str] = {}
         self._formats: dict[Any, dict[str, Any] | None] = {}
+        self._format_json: dict[int, str | None] = {}
+        """JSON text of each memoized response format (by ``id``; the formats live as long as the adapter)."""
 
     def format_system_message(self, signature: Any) -> str:
         """The system message for ``signature`` (computed once): instruction, inputs, answer shape."""
@@ -129,9 +132,25 @@ class MemoJSONAdapter(dspy.JSONAdapter):
                     dialect, signature, native_function_calling=self.use_native_function_calling)
         found = self._formats[key]
         if found is not None:
-            lm_kwargs["response_format"] = copy.deepcopy(found)
+            lm_kwargs["response_format"] = self._fresh(found)
         elif dialect is not None:
             lm_kwargs.pop("response_format", None)  # the prompt alone
+
+    def _fresh(self, found: Any) -> Any:
+        """A private copy of a memoized response format (the LM call may change what it is given).
+
+        A plain JSON value is copied by decoding its memoized JSON text (several times faster than ``deepcopy``
+        on a schema); anything else (a pydantic model class, a tuple somewhere) by ``deepcopy``.
+        """
+        key = id(found)
+        if key not in self._format_json:
+            try:
+                text: str | None = json.dumps(found)
+            except (TypeError, ValueError):  # not plain JSON
+                text = None
+            self._format_json[key] = text if text is not None and json.loads(text) == found else None
+        text = self._format_json[key]
+        return json.loads(text) if text is not None else copy.deepcopy(found)
 
     def parse(self, signature: Any, completion: str) -> dict[str, Any]:
         """DSPy's parse; on failure, one repair of the common near-misses (see :mod:`~treesynth.providers.repair`),

@@ -1,6 +1,7 @@
 """Every LLM call goes through one :class:`Gateway`.
 
-It owns: adaptive bounded concurrency (:class:`AdaptiveLimiter`), per-call timeouts, retries with
+It owns: adaptive bounded concurrency (:class:`AdaptiveLimiter`; tree-building calls, the run's critical
+path, queue ahead of leaf calls), per-call timeouts, retries with
 exponential backoff that honour ``Retry-After`` and release the concurrency slot while sleeping,
 per-call seeds (distinct ``rollout_id``/``seed`` so no two draws collapse in DSPy's cache), one ledger
 record per call, spending caps (:class:`~treesynth.providers.budget.SpendingCap`: no call starts once a
@@ -40,6 +41,9 @@ from treesynth.providers.structured import DIALECTS, Dialect, StructuredOutputs,
 from treesynth.redact import redact
 
 T = TypeVar("T")
+URGENT_ROLES: frozenset[Role] = frozenset({"pivots", "criterion", "coverage"})
+"""Roles whose calls wait for a concurrency slot ahead of queued leaf and routing calls: tree building is the
+run's critical path (a leaf cannot start before its ancestors are expanded), while leaf calls only add up."""
 MAX_BACKOFF_SECONDS = 60.0
 CAP_POLL_SECONDS = 0.05
 """How often a call stopped by a spending cap checks whether the calls in flight have been booked."""
@@ -170,7 +174,7 @@ class Gateway:
         await self._admit()
         start = asyncio.get_running_loop().time()
         try:
-            attempt, retries, stop = await self._attempts(lm, seed, fn)
+            attempt, retries, stop = await self._attempts(lm, seed, fn, urgent=role in URGENT_ROLES)
         except BaseException:  # cancelled, or a provider error before any outcome: nothing to book
             self.cap.release()
             raise
@@ -183,8 +187,10 @@ class Gateway:
                                 f"({attempt.error}); {_refusal_fix(attempt)}re-run the same command to resume")
         return attempt.result if attempt.error is None else None
 
-    async def _attempts(self, lm: dspy.LM, seed: int, fn: CallFn[Any]) -> tuple[_Attempt, int, ProviderError | None]:
-        """Try one call with retries: its last attempt, the retries made and the error that stops the run."""
+    async def _attempts(self, lm: dspy.LM, seed: int, fn: CallFn[Any], *, urgent: bool
+                        ) -> tuple[_Attempt, int, ProviderError | None]:
+        """Try one call with retries: its last attempt, the retries made and the error that stops the run
+        (``urgent``: each attempt waits for a slot ahead of queued ordinary calls)."""
         config = {"rollout_id": seed, "seed": seed, "temperature": lm.kwargs.get("temperature", 1.0)}
         jitter = random.Random(seed)
         attempt = _Attempt()
@@ -192,12 +198,12 @@ class Gateway:
         used = waits = 0  # attempts used up (a rate-limited one waited out on policy.rate_limit_wait is not)
         rate_wait = self.policy.rate_limit_wait
         while True:
-            attempt = await self._attempt(lm, config, fn)
+            attempt = await self._attempt(lm, config, fn, urgent)
             for _ in DIALECTS:  # refused for its response format: at once, with the next dialect
                 if not self._falls_back(lm, attempt):
                     break
                 retries += 1
-                attempt = await self._attempt(lm, config, fn)
+                attempt = await self._attempt(lm, config, fn, urgent)
             try:
                 self._track_failures(attempt, lm.model)
             except ProviderError as stop:
@@ -262,9 +268,9 @@ class Gateway:
             if closing is not None:
                 await closing()
 
-    async def _attempt(self, lm: dspy.LM, config: dict[str, Any], fn: CallFn[Any]) -> _Attempt:
+    async def _attempt(self, lm: dspy.LM, config: dict[str, Any], fn: CallFn[Any], urgent: bool) -> _Attempt:
         limiter = self.limiter_for(lm)
-        await limiter.acquire()
+        await limiter.acquire(urgent=urgent)
         outcome = _Attempt(dialect=self.structured.dialect(lm) if self.structured is not None else None)
         try:
             async with self._engine_turn(lm):  # queueing for an in-process engine is not the model's time

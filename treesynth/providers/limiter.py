@@ -8,6 +8,8 @@ whose limit, ``Retry-After`` pause, retry budget and circuit breaker are shared 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections import deque
 from typing import Protocol
 
 
@@ -23,8 +25,9 @@ class Limiter(Protocol):
     peak: int
     """Most attempts ever in flight at once."""
 
-    async def acquire(self) -> None:
-        """Wait for a free slot (may raise :class:`~treesynth.errors.ProviderError` once the run must stop)."""
+    async def acquire(self, *, urgent: bool = False) -> None:
+        """Wait for a free slot (``urgent``: ahead of queued ordinary calls, where the limiter can); may raise
+        :class:`~treesynth.errors.ProviderError` once the run must stop."""
         ...
 
     async def release(self, *, overloaded: bool = False, failed: bool = False) -> None:
@@ -46,8 +49,10 @@ class AdaptiveLimiter:
     The limit starts at ``maximum``; every success adds ``1 / limit`` (about +1 per round of calls),
     every overload signal (429, 503, timeout) halves it, never below 1 nor above ``maximum``.
 
-    Waiters are woken only for the slots that are actually free (never all of them), so a release costs
-    O(1) however many calls are queued; a waiter cancelled after its wake-up hands the wake-up on.
+    Waiters queue first in, first out, except that *urgent* waiters (calls on the run's critical path, such as
+    tree building, which every leaf below waits for) are served before any queued ordinary one. A free slot is
+    handed to exactly one waiter (never all of them are woken), so a release costs O(1) however many calls are
+    queued; a waiter cancelled after it was handed a slot hands the slot on.
     """
 
     def __init__(self, maximum: int) -> None:
@@ -56,33 +61,60 @@ class AdaptiveLimiter:
         self.limit = float(maximum)
         self.in_flight = 0
         self.peak = 0
-        self._changed = asyncio.Condition()
+        self._queues: tuple[deque[asyncio.Future[None]], deque[asyncio.Future[None]]] = (deque(), deque())
+        """Waiting acquirers: urgent ones, then ordinary ones, each oldest first."""
+
+    @property
+    def waiting(self) -> int:
+        """Acquirers waiting for a slot (cancelled ones not yet skipped included)."""
+        return len(self._queues[0]) + len(self._queues[1])
 
     def _free(self) -> int:
         return max(1, int(self.limit)) - self.in_flight
 
-    async def acquire(self) -> None:
-        """Wait for a free slot under the current limit."""
-        async with self._changed:
-            while self._free() <= 0:
-                try:
-                    await self._changed.wait()
-                except asyncio.CancelledError:
-                    self._changed.notify(1)  # the wake-up this waiter may have received goes to the next one
-                    raise
-            self.in_flight += 1
-            self.peak = max(self.peak, self.in_flight)
+    def _take(self) -> None:
+        self.in_flight += 1
+        self.peak = max(self.peak, self.in_flight)
+
+    async def acquire(self, *, urgent: bool = False) -> None:
+        """Wait for a free slot under the current limit (``urgent``: ahead of every queued ordinary acquirer)."""
+        if self._free() > 0 and not self.waiting:
+            self._take()
+            return
+        queue = self._queues[0 if urgent else 1]
+        slot = asyncio.get_running_loop().create_future()
+        queue.append(slot)
+        try:
+            await slot
+        except asyncio.CancelledError:
+            if slot.done() and not slot.cancelled():  # handed a slot, then cancelled before taking it: pass it on
+                self.in_flight -= 1
+                self._hand_out()
+            else:
+                with contextlib.suppress(ValueError):  # already skipped by a hand-out
+                    queue.remove(slot)
+            raise
 
     async def release(self, *, overloaded: bool = False, failed: bool = False) -> None:
         """Free a slot and adapt the limit to how the call went (``failed`` is for shared limiters)."""
-        async with self._changed:
-            self.in_flight -= 1
-            if overloaded:
-                self.limit = max(1.0, self.limit / 2)
-            else:
-                self.limit = min(float(self.maximum), self.limit + 1 / self.limit)
-            if (free := self._free()) > 0:
-                self._changed.notify(free)
+        self.in_flight -= 1
+        if overloaded:
+            self.limit = max(1.0, self.limit / 2)
+        else:
+            self.limit = min(float(self.maximum), self.limit + 1 / self.limit)
+        self._hand_out()
+
+    def _hand_out(self) -> None:
+        """Give each free slot to the next live waiter (urgent ones first)."""
+        while self._free() > 0:
+            queue = self._queues[0] or self._queues[1]
+            if not queue:
+                return
+            slot = queue.popleft()
+            if slot.done():  # cancelled while waiting
+                continue
+            self._take()
+            slot.set_result(None)
 
     def hold(self, seconds: float) -> None:
         """In one process each call waits out its own ``Retry-After`` (the gateway sleeps); nothing to share."""

@@ -41,6 +41,8 @@ class Report:
     """The provider model the counts are for."""
     wanted: int = 0
     """Attempts waiting for a slot or in flight now."""
+    urgent: int = 0
+    """Of those, urgent attempts waiting (tree building): served before anyone's ordinary ones."""
     ok: int = 0
     overloads: int = 0
     failures: int = 0
@@ -70,6 +72,7 @@ class Lease:
 class _Model:
     limit: float
     wanted: dict[str, int] = field(default_factory=dict)
+    urgent: dict[str, int] = field(default_factory=dict)
     seen: dict[str, float] = field(default_factory=dict)
     trailing: dict[str, int] = field(default_factory=dict)
     retry_tokens: float = 0.0
@@ -109,6 +112,7 @@ class LimitsBoard:
         now = self._clock()
         model.seen[report.participant] = now
         model.wanted[report.participant] = report.wanted
+        model.urgent[report.participant] = min(report.urgent, report.wanted)
         self._adapt(model, report)
         self._count_failures(model, report)
         model.retry_tokens += self.retry_ratio * report.first_attempts - report.retries
@@ -147,14 +151,26 @@ class LimitsBoard:
                              "command to resume")
 
     def _share(self, model: _Model, participant: str, now: float) -> int:
-        """The process's part of the limit, in proportion to the attempts each live process has waiting."""
-        live = {name: wanted for name, wanted in model.wanted.items()
-                if wanted and now - model.seen.get(name, now) <= STALE_SECONDS}
-        mine = live.get(participant, 0)
-        if not mine:
+        """The process's part of the limit: urgent attempts first (all of them when the limit allows, else in
+        proportion), then the rest of the limit in proportion to the ordinary attempts each live process has."""
+        live = [name for name, wanted in model.wanted.items()
+                if wanted and now - model.seen.get(name, now) <= STALE_SECONDS]
+        if participant not in live:
             return 0
         total = max(1, int(model.limit))
-        return max(1, min(mine, math.floor(total * mine / sum(live.values()))))
+        urgent = {name: model.urgent.get(name, 0) for name in live}
+        ordinary = {name: model.wanted[name] - urgent[name] for name in live}
+        first = _split(total, urgent)
+        rest = _split(total - sum(first.values()), ordinary)
+        return max(1, min(model.wanted[participant], first[participant] + rest[participant]))
+
+
+def _split(total: int, demand: dict[str, int]) -> dict[str, int]:
+    """``total`` slots split in proportion to ``demand`` (rounded down; never more than asked)."""
+    asked = sum(demand.values())
+    if asked <= total:
+        return dict(demand)
+    return {name: math.floor(total * wanted / asked) for name, wanted in demand.items()}
 
 
 Sync = Callable[[Report], Awaitable[Lease]]
@@ -186,15 +202,20 @@ class SharedLimiter:
         self._report = Report(participant=participant, key=key)
         self._lease: Lease | None = None
         self._waiting = 0
+        self._urgent = 0
         self._changed = asyncio.Condition()
         self._kick = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
         self._error: BaseException | None = None
 
-    async def acquire(self) -> None:
-        """Wait for a slot under this process's share and outside any shared pause."""
+    async def acquire(self, *, urgent: bool = False) -> None:
+        """Wait for a slot under this process's share and outside any shared pause (``urgent``: ahead of this
+        process's ordinary waiters, and counted first by the board)."""
         self._start()
         self._waiting += 1
+        self._urgent += urgent
+        if urgent:
+            self._kick.set()  # the board serves urgent attempts first: tell it now
         held = False
         try:
             async with self._changed:
@@ -202,7 +223,8 @@ class SharedLimiter:
                     self._raise_if_stopped()
                     lease = self._lease
                     pause = (lease.pause_until if lease else 0.0) - self._clock()
-                    if lease is not None and pause <= 0 and self.in_flight < lease.share:
+                    if (lease is not None and pause <= 0 and self.in_flight < lease.share
+                            and (urgent or not self._urgent)):
                         break
                     if lease is not None and pause > 0 and not held:
                         held = True
@@ -222,6 +244,7 @@ class SharedLimiter:
                 self.peak = max(self.peak, self.in_flight)
         finally:
             self._waiting -= 1
+            self._urgent -= urgent
         self._count(first_attempts=1)
 
     async def release(self, *, overloaded: bool = False, failed: bool = False) -> None:
@@ -236,7 +259,10 @@ class SharedLimiter:
             elif not overloaded:
                 self._count(ok=1)
                 self._report = replace(self._report, reset=True, failures=0)
-            self._changed.notify(1)
+            if self._urgent:
+                self._changed.notify_all()  # an ordinary waiter would pass the wake-up over: let the urgent take it
+            else:
+                self._changed.notify(1)
 
     def hold(self, seconds: float) -> None:
         """Ask every process to start no attempt for ``seconds`` (a ``Retry-After``)."""
@@ -279,7 +305,7 @@ class SharedLimiter:
     async def _report_loop(self) -> None:
         """Report and take a lease; again after ``interval`` (sooner when kicked)."""
         while True:
-            report = replace(self._report, wanted=self._waiting + self.in_flight)
+            report = replace(self._report, wanted=self._waiting + self.in_flight, urgent=self._urgent)
             self._report = Report(participant=report.participant, key=report.key,
                                   pause_until=report.pause_until)
             try:
