@@ -36,6 +36,7 @@ from dspy.utils.exceptions import (
 from treesynth.config import ModelConfig, Role, is_local_model
 from treesynth.errors import BudgetExceededError, ProviderError
 from treesynth.providers.budget import SpendingCap
+from treesynth.providers.failures import UNREACHABLE_MARKERS, broke_mid_exchange
 from treesynth.providers.limiter import AdaptiveLimiter, Limiter
 from treesynth.providers.structured import DIALECTS, Dialect, StructuredOutputs, refuses_response_format
 from treesynth.redact import redact
@@ -47,10 +48,6 @@ run's critical path (a leaf cannot start before its ancestors are expanded), whi
 MAX_BACKOFF_SECONDS = 60.0
 CAP_POLL_SECONDS = 0.05
 """How often a call stopped by a spending cap checks whether the calls in flight have been booked."""
-_UNREACHABLE_MARKERS = ("Connection error", "Connection refused", "Name or service not known", "nodename nor servname")
-_MID_EXCHANGE_ERRORS = frozenset({"ReadError", "RemoteProtocolError", "ProtocolError", "ClientPayloadError",
-                                  "ContentLengthError", "ServerDisconnectedError", "ReadTimeout", "IncompleteRead"})
-"""Transport errors (httpx, aiohttp, DSPy's own client) raised once a connection was open: the host was reached."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -288,7 +285,7 @@ class Gateway:
             outcome.error = f"{type(exc).__name__}: {' '.join(redact(str(exc)).split())[:200]}"  # one line
             outcome.retryable = is_retryable_lm_error(exc)
             outcome.unreachable = (isinstance(exc, LMTransportError) or any(
-                marker in outcome.error for marker in _UNREACHABLE_MARKERS)) and not _broke_mid_exchange(exc)
+                marker in outcome.error for marker in UNREACHABLE_MARKERS)) and not broke_mid_exchange(exc)
             outcome.retry_after = getattr(exc, "retry_after", None)
             outcome.rate_limited = isinstance(exc, LMRateLimitError) or getattr(exc, "status", None) == 429
             outcome.overloaded = outcome.rate_limited or getattr(exc, "status", None) in (503, 529)
@@ -372,19 +369,6 @@ def _counted(attempt: _Attempt) -> bool:
     if attempt.error is None or attempt.error == "parse":
         return False
     return not attempt.overloaded or attempt.error == "timeout"
-
-
-def _broke_mid_exchange(exc: BaseException) -> bool:
-    """Whether ``exc`` (or an exception it wraps) broke an open connection -- a reset or a body cut short --
-    which says the host was reached (an outage, retried), not that ``--api-base`` is wrong."""
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        if type(current).__name__ in _MID_EXCHANGE_ERRORS:
-            return True
-        seen.add(id(current))
-        current = current.__cause__ or current.__context__
-    return False
 
 
 def _refusal_fix(attempt: _Attempt) -> str:
