@@ -211,6 +211,7 @@ class RayExecutor:
         self.run_id = uuid.uuid4().hex[:12]
         self.pool = WorkerPool([])
         self._board: Any = None
+        self._warming: list[Any] = []
         self._started_ray = False
 
     async def start(self) -> None:
@@ -231,6 +232,7 @@ class RayExecutor:
             runtime_env={"env_vars": worker_env(self.config)}, namespace=NAMESPACE)
         config = self.config.model_dump(mode="json")
         self.pool = WorkerPool([actor.remote(config, board_name, NAMESPACE, f"worker-{i}") for i in range(workers)])
+        self._warming = [worker.warm_up.remote() for worker in self.pool.actors]  # while the driver grows the tree
 
     def limiters(self) -> Callable[[str], Limiter] | None:
         """Shared limiters for the driver's gateway: tree building counts against the cluster's one limit."""

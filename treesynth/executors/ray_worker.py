@@ -6,6 +6,7 @@ leaf calls it is sent, streaming each :class:`Outcome` back as soon as it is rea
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import os
 from collections.abc import AsyncIterator
@@ -99,6 +100,18 @@ class LeafWorker:
                                 on_call=_book, limiters=shared)
         self._routes: RouteRunner | None = None
         """Balance's routing calls (made on first use)."""
+
+    async def warm_up(self) -> None:
+        """Pay litellm's one-time set-up (lazy imports, price map, client) now, with a mocked answer that never
+        leaves the process, rather than inside the first leaf call's time."""
+        import litellm
+
+        for lm in {id(lm): lm for lm in self._gateway.lms.values()}.values():
+            if lm.model.startswith(("local/", "test/")):
+                continue
+            with contextlib.suppress(Exception):  # a warm-up only: the real calls report real errors
+                await litellm.acompletion(model=lm.model, messages=[{"role": "user", "content": "warm-up"}],
+                                          mock_response="{}", api_base=lm.kwargs.get("api_base"))
 
     def where(self) -> tuple[int, str]:
         """This worker's process id and Ray node id."""
