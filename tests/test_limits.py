@@ -119,7 +119,8 @@ def test_urgent_attempts_are_served_first_across_processes() -> None:
     assert board.sync(Report("w0", KEY, wanted=40)).share == 8
     assert board.sync(Report("w1", KEY, wanted=40)).share == 4
     assert board.sync(Report("driver", KEY, wanted=3, urgent=3)).share == 3   # all its urgent attempts
-    assert board.sync(Report("w0", KEY, wanted=40)).share == 2               # the other 5, split by demand
+    workers = [board.sync(Report(name, KEY, wanted=40)).share for name in ("w0", "w1")]
+    assert sorted(workers) == [2, 3]                                          # the other 5, split by demand
     assert board.sync(Report("driver", KEY, wanted=0)).share == 0
     assert board.sync(Report("w0", KEY, wanted=40)).share == 4
 
@@ -144,3 +145,20 @@ async def test_an_urgent_waiter_takes_the_next_slot_before_earlier_ordinary_ones
     await asyncio.wait_for(asyncio.gather(*ordinary, tree), 5)
     assert order[0] == "tree"
     await a.aclose()
+
+
+def test_the_shares_never_add_up_to_more_than_the_limit_and_a_lone_slot_takes_turns() -> None:
+    clock = Clock()
+    board = LimitsBoard(1, failure_limit=5, clock=clock)
+    holders = []
+    for second in range(4):
+        clock.now = 1000.0 + second
+        shares = {name: board.sync(Report(name, KEY, wanted=10)).share for name in ("w0", "w1")}
+        shares = {name: board.sync(Report(name, KEY, wanted=10)).share for name in ("w0", "w1")}  # both current
+        assert sum(shares.values()) == 1, shares
+        holders.append(next(name for name, share in shares.items() if share))
+    assert set(holders) == {"w0", "w1"}, "the one slot goes round"
+    board = LimitsBoard(10, failure_limit=5, clock=clock)
+    for name, wanted in (("a", 7), ("b", 7), ("c", 7)):
+        board.sync(Report(name, KEY, wanted=wanted))
+    assert sum(board.sync(Report(name, KEY, wanted=7)).share for name in ("a", "b", "c")) == 10

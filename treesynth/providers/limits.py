@@ -28,6 +28,8 @@ from typing import Any
 
 from treesynth.errors import ProviderError
 
+ROTATE_SECONDS = 1.0
+"""How long a left-over slot stays with one process before the next in turn gets it."""
 STALE_SECONDS = 5.0
 """A process that has not reported for this long is presumed gone: its share returns to the others."""
 
@@ -160,17 +162,27 @@ class LimitsBoard:
         total = max(1, int(model.limit))
         urgent = {name: model.urgent.get(name, 0) for name in live}
         ordinary = {name: model.wanted[name] - urgent[name] for name in live}
-        first = _split(total, urgent)
-        rest = _split(total - sum(first.values()), ordinary)
-        return max(1, min(model.wanted[participant], first[participant] + rest[participant]))
+        turn = int(now / ROTATE_SECONDS)
+        first = _split(total, urgent, turn)
+        rest = _split(total - sum(first.values()), ordinary, turn)
+        return min(model.wanted[participant], first[participant] + rest[participant])
 
 
-def _split(total: int, demand: dict[str, int]) -> dict[str, int]:
-    """``total`` slots split in proportion to ``demand`` (rounded down; never more than asked)."""
+def _split(total: int, demand: dict[str, int], turn: int) -> dict[str, int]:
+    """``total`` slots split in proportion to ``demand``, never more than asked and never more than ``total``
+    in all: shares rounded down, the slots left over to the largest remainders, ties in an order that rotates
+    with ``turn`` (so at a limit below the number of processes each one gets its turn)."""
     asked = sum(demand.values())
     if asked <= total:
         return dict(demand)
-    return {name: math.floor(total * wanted / asked) for name, wanted in demand.items()}
+    exact = {name: total * wanted / asked for name, wanted in demand.items()}
+    share = {name: math.floor(value) for name, value in exact.items()}
+    names = sorted(demand)
+    ties = {name: (index - turn) % len(names) for index, name in enumerate(names)}
+    left = total - sum(share.values())
+    for name in sorted(names, key=lambda name: (share[name] - exact[name], ties[name]))[:left]:
+        share[name] += 1
+    return share
 
 
 Sync = Callable[[Report], Awaitable[Lease]]
@@ -203,6 +215,8 @@ class SharedLimiter:
         self._lease: Lease | None = None
         self._waiting = 0
         self._urgent = 0
+        self._asked = 0
+        """The demand reported for the lease in force."""
         self._changed = asyncio.Condition()
         self._kick = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
@@ -229,8 +243,8 @@ class SharedLimiter:
                     if lease is not None and pause > 0 and not held:
                         held = True
                         self._count(held=1)
-                    if lease is not None and lease.share == 0:
-                        self._kick.set()  # no share at all: ask now rather than at the next interval
+                    if lease is not None and lease.share == 0 and not self._asked:
+                        self._kick.set()  # the lease was for no demand: ask now rather than at the next interval
                     try:
                         if pause > 0:  # woken by a release or a new lease, or when the pause is over
                             with contextlib.suppress(TimeoutError):
@@ -315,7 +329,7 @@ class SharedLimiter:
                 async with self._changed:
                     self._changed.notify_all()
                 return
-            self._lease, self.limit = lease, lease.limit
+            self._lease, self.limit, self._asked = lease, lease.limit, report.wanted
             async with self._changed:
                 self._changed.notify_all()
             self._kick.clear()
