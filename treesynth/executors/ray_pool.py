@@ -13,15 +13,15 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from treesynth.config import ROLES, RunConfig
 from treesynth.errors import ConfigError, ProviderError
 from treesynth.executors.ray_worker import LeafWorker, Outcome, SourceSpec
 from treesynth.models import Task, stable_hash
-from treesynth.providers.gateway import Gateway
+from treesynth.providers.gateway import CallRecord, Gateway
 from treesynth.providers.limiter import Limiter
 from treesynth.providers.limits import Lease, LimitsBoard, Report, SharedLimiter
 from treesynth.store import Candidate
@@ -176,6 +176,41 @@ class WorkerPool:
         await asyncio.gather(*self._streams, return_exceptions=True)
 
 
+class Remote(Protocol):
+    """What a worker sends back for one call: the call's ledger record and a reason the run must stop."""
+
+    @property
+    def record(self) -> CallRecord | None:
+        """The worker gateway's record of the call (``None``: the call never finished)."""
+        ...
+
+    @property
+    def stop(self) -> str | None:
+        """The message of a provider error that stops the run."""
+        ...
+
+
+R = TypeVar("R", bound=Remote)
+
+
+async def booked(gateway: Gateway, make: Callable[[], Awaitable[R]]) -> R:
+    """A call made on a worker, under the driver's ``gateway``: reserved under its spending caps first, its record
+    booked in its ledger after (the reservation given back when there is none), its stop raised."""
+    await gateway.admit()
+    try:
+        outcome = await make()
+    except BaseException:
+        gateway.cap.release()
+        raise
+    if outcome.record is not None:
+        gateway.book(outcome.record)
+    else:
+        gateway.cap.release()
+    if outcome.stop is not None:
+        raise ProviderError(outcome.stop)
+    return outcome
+
+
 class RemoteCaller:
     """Sends a source's leaf calls to the pool; books each on the driver's gateway (ledger and spending caps)."""
 
@@ -185,18 +220,7 @@ class RemoteCaller:
 
     async def __call__(self, call: LeafCall) -> list[Candidate] | None:
         """One leaf call on a worker (raises :class:`ProviderError` when the worker's gateway stopped the run)."""
-        await self.gateway.admit()
-        try:
-            outcome = await self.pool.run(self.spec, call)
-        except BaseException:
-            self.gateway.cap.release()
-            raise
-        if outcome.record is not None:
-            self.gateway.book(outcome.record)
-        else:
-            self.gateway.cap.release()
-        if outcome.stop is not None:
-            raise ProviderError(outcome.stop)
+        outcome = await booked(self.gateway, lambda: self.pool.run(self.spec, call))
         return outcome.candidates
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from treesynth.errors import ProviderError
-from treesynth.executors.ray_pool import MAX_LOST
+from treesynth.executors.ray_pool import MAX_LOST, booked
 from treesynth.executors.ray_worker import _BOOKED
 from treesynth.models import Task, stable_hash
 from treesynth.providers import CallRecord, Gateway, StructuredOutputs
@@ -90,18 +90,7 @@ class RemoteRouteCaller:
 
     async def __call__(self, call: RouteCall) -> Assignments | None:
         """One routing call on a worker (raises :class:`ProviderError` when the worker's gateway stopped the run)."""
-        await self.gateway.admit()
-        try:
-            outcome = await self._on_a_worker(call)
-        except BaseException:
-            self.gateway.cap.release()
-            raise
-        if outcome.record is not None:
-            self.gateway.book(outcome.record)
-        else:
-            self.gateway.cap.release()
-        if outcome.stop is not None:
-            raise ProviderError(outcome.stop)
+        outcome = await booked(self.gateway, lambda: self._on_a_worker(call))
         return outcome.assignments
 
     async def _on_a_worker(self, call: RouteCall) -> RouteOutcome:
