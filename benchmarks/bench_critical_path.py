@@ -110,7 +110,7 @@ BREAKDOWN = {  # label -> (module, owner, method): synchronous steps whose CPU t
     "store accept (sqlite)": ("treesynth.store", "RunStore", "accept"),
     "store save call": ("treesynth.store", "RunStore", "save_leaf_call"),
     "store ledger": ("treesynth.store", "RunStore", "record_call"),
-    "candidate ids": ("treesynth.synthesis.filler", "LeafFiller", "_candidate"),
+    "candidate ids": ("treesynth.synthesis.caller", "SourceCaller", "_candidate"),
     "adapter format": ("treesynth.providers.adapter", "MemoJSONAdapter", "format"),
     "adapter parse": ("treesynth.providers.adapter", "MemoJSONAdapter", "parse"),
     "response format": ("treesynth.providers.adapter", "MemoJSONAdapter", "_prepare_response_format"),
