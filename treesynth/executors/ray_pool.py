@@ -19,11 +19,11 @@ from typing import Any, Protocol, TypeVar
 
 from treesynth.config import ROLES, RunConfig
 from treesynth.errors import ConfigError, ProviderError
-from treesynth.executors.ray_worker import LeafWorker, Outcome, SourceSpec
+from treesynth.executors.ray_worker import LeafWorker, Outcome, SourceSpec, board_limiters
 from treesynth.models import Task, stable_hash
 from treesynth.providers.gateway import CallRecord, Gateway
 from treesynth.providers.limiter import Limiter
-from treesynth.providers.limits import Lease, LimitsBoard, Report, SharedLimiter
+from treesynth.providers.limits import LimitsBoard
 from treesynth.store import Candidate
 from treesynth.synthesis.caller import LeafCall, LeafCaller, SampleSource, SourceCaller, SynthesisSource
 from treesynth.tree.routing import RouteCaller, SampleRouter
@@ -235,7 +235,6 @@ class RayExecutor:
         self.run_id = uuid.uuid4().hex[:12]
         self.pool = WorkerPool([])
         self._board: Any = None
-        self._warming: list[Any] = []
         self._started_ray = False
 
     async def start(self) -> None:
@@ -256,20 +255,12 @@ class RayExecutor:
             runtime_env={"env_vars": worker_env(self.config)}, namespace=NAMESPACE)
         config = self.config.model_dump(mode="json")
         self.pool = WorkerPool([actor.remote(config, board_name, NAMESPACE, f"worker-{i}") for i in range(workers)])
-        self._warming = [worker.warm_up.remote() for worker in self.pool.actors]  # while the driver grows the tree
+        for worker in self.pool.actors:  # while the driver grows the tree (Ray runs a call whose ref is dropped)
+            worker.warm_up.remote()
 
     def limiters(self) -> Callable[[str], Limiter] | None:
         """Shared limiters for the driver's gateway: tree building counts against the cluster's one limit."""
-        board = self._board
-
-        async def sync(report: Report) -> Lease:
-            lease: Lease = await board.sync.remote(report)
-            return lease
-
-        def shared(key: str) -> Limiter:
-            return SharedLimiter(sync, participant="driver", key=key, maximum=self.config.concurrency)
-
-        return shared
+        return board_limiters(self._board, "driver", self.config.concurrency)
 
     def leaf_caller(self, source: SampleSource, gateway: Gateway, task: Task, stage: str) -> LeafCaller:
         """Leaf calls of ``source`` on the workers; a source that reads the driver's store (evol) stays local."""

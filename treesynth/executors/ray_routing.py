@@ -16,10 +16,8 @@ from typing import Any
 
 from treesynth.errors import ProviderError
 from treesynth.executors.ray_pool import MAX_LOST, booked
-from treesynth.executors.ray_worker import _BOOKED
 from treesynth.models import Task, stable_hash
-from treesynth.providers import CallRecord, Gateway, StructuredOutputs
-from treesynth.providers.context import lm_context
+from treesynth.providers import CallRecord, Gateway
 from treesynth.tree.routing import Assignments, ModuleRouteCaller, RouteCall, SampleRouter
 
 
@@ -51,25 +49,17 @@ class RouteOutcome:
 
 
 class RouteRunner:
-    """A worker's routing calls: a :class:`ModuleRouteCaller` per spec on the worker's gateway."""
+    """A worker's routing calls: a :class:`ModuleRouteCaller` per spec on the worker's gateway (the worker runs
+    each under its DSPy settings and hands the call's record back: ``LeafWorker.made_here``)."""
 
-    def __init__(self, gateway: Gateway, structured: StructuredOutputs) -> None:
-        """Use the worker's ``gateway`` (whose ledger hands records back) under its ``structured`` state."""
-        self.gateway, self.structured = gateway, structured
+    def __init__(self, gateway: Gateway) -> None:
+        """Use the worker's ``gateway``."""
+        self.gateway = gateway
         self._callers: dict[str, ModuleRouteCaller] = {}
 
-    async def __call__(self, spec: RouteSpec, call: RouteCall) -> RouteOutcome:
-        """Make ``call``; its outcome with the call's record."""
-        booked: list[CallRecord] = []
-        token = _BOOKED.set(booked)
-        try:
-            with lm_context(self.structured):
-                answer = await self._caller(spec)(call)
-            return RouteOutcome(record=booked[-1] if booked else None, assignments=answer)
-        except ProviderError as stop:
-            return RouteOutcome(record=booked[-1] if booked else None, stop=str(stop))
-        finally:
-            _BOOKED.reset(token)
+    async def __call__(self, spec: RouteSpec, call: RouteCall) -> Assignments | None:
+        """Make ``call``: the model's assignments (``None``: failed or did not parse)."""
+        return await self._caller(spec)(call)
 
     def _caller(self, spec: RouteSpec) -> ModuleRouteCaller:
         if spec.key not in self._callers:

@@ -9,9 +9,9 @@ import asyncio
 import contextlib
 import contextvars
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from treesynth.config import RunConfig
 from treesynth.errors import ProviderError
@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from treesynth.executors.ray_routing import RouteOutcome, RouteRunner, RouteSpec
     from treesynth.tree.routing import RouteCall
 
+T = TypeVar("T")
 _BOOKED: contextvars.ContextVar[list[CallRecord]] = contextvars.ContextVar("treesynth_worker_booked")
 
 
@@ -82,19 +83,11 @@ class LeafWorker:
         """Build the LMs and the gateway in this process (plain arguments: a restart rebuilds it from them)."""
         import ray
 
-        handle: Any = ray.get_actor(board, namespace=namespace)
         run = RunConfig.model_validate(config)
         self._structured = StructuredOutputs.from_config(run.model)
         self._adapter = MemoJSONAdapter(self._structured)  # one per worker: its formatting memo serves every call
         self._callers: dict[str, SourceCaller] = {}
-
-        async def sync(report: Report) -> Lease:
-            lease: Lease = await handle.sync.remote(report)
-            return lease
-
-        def shared(key: str) -> SharedLimiter:
-            return SharedLimiter(sync, participant=name, key=key, maximum=run.concurrency)
-
+        shared = board_limiters(ray.get_actor(board, namespace=namespace), name, run.concurrency)
         self._gateway = Gateway(make_role_lms(run.model), concurrency=run.concurrency,
                                 policy=RetryPolicy.for_model(run.model), structured=self._structured,
                                 on_call=_book, limiters=shared)
@@ -134,23 +127,29 @@ class LeafWorker:
     async def route(self, spec: RouteSpec, call: RouteCall) -> RouteOutcome:
         """Make one routing call (a balance batch) on this worker's gateway: see
         :mod:`treesynth.executors.ray_routing`."""
-        from treesynth.executors.ray_routing import RouteRunner
+        from treesynth.executors.ray_routing import RouteOutcome, RouteRunner
 
-        if self._routes is None:
-            self._routes = RouteRunner(self._gateway, self._structured)
-        return await self._routes(spec, call)
+        routes = self._routes = self._routes or RouteRunner(self._gateway)
+        record, assignments, stop = await self.made_here(lambda: routes(spec, call))
+        return RouteOutcome(record, assignments, stop)
 
-    async def _one(self, caller: SourceCaller, index: int, call: LeafCall) -> tuple[int, Outcome]:
+    async def made_here(self, make: Callable[[], Awaitable[T]]) -> tuple[CallRecord | None, T | None, str | None]:
+        """Run one call of this worker's gateway under the run's DSPy settings: the call's ledger record (which
+        goes back to the driver), its result, and the message of a provider error that must stop the run."""
         booked: list[CallRecord] = []
         token = _BOOKED.set(booked)
         try:
             with lm_context(self._structured, adapter=self._adapter):
-                candidates = await caller(call)
-            return index, Outcome(record=booked[-1] if booked else None, candidates=candidates)
+                result = await make()
+            return booked[-1] if booked else None, result, None
         except ProviderError as stop:
-            return index, Outcome(record=booked[-1] if booked else None, stop=str(stop))
+            return booked[-1] if booked else None, None, str(stop)
         finally:
             _BOOKED.reset(token)
+
+    async def _one(self, caller: SourceCaller, index: int, call: LeafCall) -> tuple[int, Outcome]:
+        record, candidates, stop = await self.made_here(lambda: caller(call))
+        return index, Outcome(record, candidates, stop)
 
     def _caller(self, spec: SourceSpec) -> SourceCaller:
         if spec.key not in self._callers:
@@ -159,6 +158,19 @@ class LeafWorker:
             module.load_state(spec.leaf_state)
             self._callers[spec.key] = SourceCaller(SynthesisSource(module, task), self._gateway, task, spec.stage)
         return self._callers[spec.key]
+
+
+def board_limiters(board: Any, participant: str, maximum: int) -> Callable[[str], SharedLimiter]:
+    """Makes ``participant``'s shared limiter of each provider model, leased from the limits ``board`` (the named
+    actor's handle) -- for the driver's gateway and for each worker's."""
+    async def sync(report: Report) -> Lease:
+        lease: Lease = await board.sync.remote(report)
+        return lease
+
+    def shared(key: str) -> SharedLimiter:
+        return SharedLimiter(sync, participant=participant, key=key, maximum=maximum)
+
+    return shared
 
 
 def _book(record: CallRecord) -> None:
